@@ -32,6 +32,7 @@ from r1core.algos.losses import (
     PolicyLoss,
     compute_policy_loss,
     get_policy_loss,
+    ops_loss_kwargs,
     register_policy_loss,
 )
 from r1core.algos.registry import Registry
@@ -57,6 +58,7 @@ __all__ = [
     "get_policy_loss",
     "kl_estimate",
     "kl_reward",
+    "ops_loss_kwargs",
     "register_advantage_estimator",
     "register_policy_loss",
 ]

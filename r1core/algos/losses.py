@@ -190,22 +190,47 @@ def _add_entropy_bonus(
 # --- configurations of r1core.ops.grpo_loss --------------------------------------------
 
 
-def _ops_loss(name: str, forced_aggregation: str | None = None) -> PolicyLoss:
+# The losses that are configurations of r1core.ops.grpo_loss, and the aggregation each one
+# is defined by (None: any aggregation may be configured).
+OPS_LOSSES: dict[str, str | None] = {"grpo": None, "ppo": None, "dapo": "token-mean", "drgrpo": "seq-mean-token-sum-norm"}
+
+
+def ops_loss_kwargs(name: str, config: LossConfig) -> dict[str, object]:
+    """Keyword arguments of :func:`r1core.ops.grpo_loss` / :func:`r1core.ops.fused_grpo_loss`
+    that make them compute the loss ``name`` under ``config``.
+
+    Lets the trainer call the fused hidden-states op with the same settings; raises for
+    losses with no such form (``gspo``, ``cispo``). ``entropy_coef`` is included (the fused
+    op takes it; :func:`r1core.ops.grpo_loss` does not, drop it there).
+    """
+    if name not in OPS_LOSSES:
+        raise ValueError(f"the {name!r} loss is not a configuration of r1core.ops.grpo_loss; valid: {', '.join(OPS_LOSSES)}")
+    config = resolve_config(name, config)
+    forced = OPS_LOSSES[name]
+    if forced is not None and config.aggregation != forced:
+        raise ValueError(f"the {name} loss is defined with aggregation {forced!r}, got {config.aggregation!r}")
+    return {
+        "clip_low": config.clip_low, "clip_high": config.clip_high, "dual_clip": config.dual_clip,
+        "kl_coef": config.kl_coef, "kl_estimator": config.kl_estimator, "aggregation": config.aggregation,
+        "norm_length": config.norm_length, "is_cap": config.is_cap, "entropy_coef": config.entropy_coef,
+        "backend": config.backend,
+    }
+
+
+def _ops_loss(name: str) -> PolicyLoss:
     def loss_fn(inputs: LossInputs, config: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        kwargs = ops_loss_kwargs(name, config)
         config = resolve_config(name, config)
-        if forced_aggregation is not None and config.aggregation != forced_aggregation:
-            raise ValueError(f"the {name} loss is defined with aggregation {forced_aggregation!r}, got {config.aggregation!r}")
         advantages = _check_inputs(inputs, config)
-        use_is = config.is_cap is not None
+        kwargs.pop("entropy_coef")
+        # The reference log-probs go in whenever given so the "kl" metric is measured even
+        # when the KL is not part of the loss (kl_coef 0, e.g. KL in the reward).
         loss, metrics = grpo_loss(
-            inputs.logp, inputs.old_logp, advantages, inputs.mask,
-            ref_logp=inputs.ref_logp if config.kl_coef != 0 else None,
-            clip_low=config.clip_low, clip_high=config.clip_high, dual_clip=config.dual_clip,
-            kl_coef=config.kl_coef, kl_estimator=config.kl_estimator,
-            aggregation=config.aggregation, norm_length=config.norm_length,
-            rollout_logp=inputs.rollout_logp if use_is else None, is_cap=config.is_cap,
-            backend=config.backend,
+            inputs.logp, inputs.old_logp, advantages, inputs.mask, ref_logp=inputs.ref_logp,
+            rollout_logp=inputs.rollout_logp if config.is_cap is not None else None, **kwargs,
         )
+        if inputs.ref_logp is None:
+            metrics.pop("kl")  # all zeros without a reference: not a measurement
         length = check_aggregation(config.aggregation, config.norm_length, inputs.logp.shape[1])
         loss = _add_entropy_bonus(loss, metrics, inputs, config, length)
         metrics["loss"] = loss.detach()
@@ -218,8 +243,8 @@ def _ops_loss(name: str, forced_aggregation: str | None = None) -> PolicyLoss:
 
 register_policy_loss("grpo")(_ops_loss("grpo"))
 register_policy_loss("ppo")(_ops_loss("ppo"))
-register_policy_loss("dapo")(_ops_loss("dapo", forced_aggregation="token-mean"))
-register_policy_loss("drgrpo")(_ops_loss("drgrpo", forced_aggregation="seq-mean-token-sum-norm"))
+register_policy_loss("dapo")(_ops_loss("dapo"))
+register_policy_loss("drgrpo")(_ops_loss("drgrpo"))
 
 
 # --- plain PyTorch losses -------------------------------------------------------------

@@ -211,3 +211,33 @@ def test_clear_errors():
         LossConfig(aggregation="sum")
     with pytest.raises(ValueError, match="advantages must be"):
         compute_policy_loss("gspo", LossInputs(inputs.logp, inputs.old_logp, torch.zeros(3), inputs.mask))
+
+
+@pytest.mark.parametrize("name", ["grpo", "dapo", "drgrpo"])
+def test_ops_loss_kwargs_drive_the_fused_hidden_state_op(name):
+    from r1core.algos import ops_loss_kwargs
+    from r1core.ops import fused_grpo_loss, logprobs_naive
+    from r1core.ops.inputs import make_logprobs_inputs
+
+    batch, length, hidden_size, vocab = 3, 5, 16, 37
+    hidden, weight, labels = make_logprobs_inputs(batch * length, hidden_size, vocab, seed=2, requires_grad=True)
+    data = make_grpo_loss_inputs(batch, length, seed=2, spread=0.4)
+    mask = data["mask"].float()
+    config = LossConfig(kl_coef=0.02, entropy_coef=0.01, norm_length=8 if name == "drgrpo" else None)
+    kwargs = ops_loss_kwargs(name, config)
+    fused, _ = fused_grpo_loss(
+        hidden, weight, labels.view(batch, length), data["old_logp"], data["advantages"], mask,
+        ref_logp=data["ref_logp"], **kwargs,
+    )
+    grads = torch.autograd.grad(fused, (hidden, weight))
+    hidden2, weight2 = hidden.detach().clone().requires_grad_(True), weight.detach().clone().requires_grad_(True)
+    logp, entropy = logprobs_naive(hidden2, weight2, labels)
+    inputs = LossInputs(logp.view(batch, length), data["old_logp"], data["advantages"], mask,
+                        ref_logp=data["ref_logp"], entropy=entropy.view(batch, length))
+    loss, _ = compute_policy_loss(name, inputs, config)
+    expected = torch.autograd.grad(loss, (hidden2, weight2))
+    torch.testing.assert_close(fused, loss, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="not a configuration of r1core.ops.grpo_loss"):
+        ops_loss_kwargs("gspo", config)

@@ -25,7 +25,7 @@ class GroupBatch:
     scores: optional float32 ``[G, n]`` outcome scores (e.g. verifier correctness) used for
         filtering and pass rates; :meth:`outcome` falls back to ``rewards``.
     loss_weight: float32 ``[G, n]`` per-response weight in the loss (overlong filtering
-        sets 0); default ones.
+        sets 0); the trainer multiplies each response's token mask by it. Default ones.
     extras: per-group payloads (lists of length ``G`` or tensors with leading dim ``G``),
         carried through :meth:`take` and :meth:`concat`.
     """
