@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Protocol, Sequence
 
-from r1core.algos.registry import Registry
+from r1core._registry import Registry
 from r1core.data.records import Problem
 from r1core.data.templates import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer_tag
 
