@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from r1core.algos.registry import Registry
+from r1core._registry import Registry
 
 # DeepSeek-R1's template for R1-Zero training (Table 1 of the R1 paper), word for word;
 # ``{problem}`` is replaced by the question.

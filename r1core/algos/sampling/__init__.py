@@ -5,6 +5,7 @@
 - :class:`DifficultyFilter`, :class:`PassRateTracker`, :func:`curriculum_order`: pass-rate
   band filtering and easy-to-hard ordering.
 - :class:`LengthSchedule`: progressively longer maximum response length.
+- :class:`PromptStream`: the seeded, resumable prompt order with online filtering.
 """
 
 from r1core.algos.sampling.difficulty import DifficultyFilter, PassRateTracker, curriculum_order
@@ -17,6 +18,7 @@ from r1core.algos.sampling.dynamic import (
 )
 from r1core.algos.sampling.groups import BatchTransform, Compose, GroupBatch
 from r1core.algos.sampling.length import LengthSchedule
+from r1core.algos.sampling.prompts import PromptStream
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping, overlong_penalty
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "OverlongFilter",
     "OverlongRewardShaping",
     "PassRateTracker",
+    "PromptStream",
     "curriculum_order",
     "informative_groups",
     "overlong_penalty",

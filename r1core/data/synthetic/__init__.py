@@ -7,7 +7,7 @@
 """
 
 from r1core.data.synthetic.arithmetic import ArithmeticConfig, ArithmeticTask, solve_with_steps
-from r1core.data.synthetic.base import SYNTHETIC_TASKS, SyntheticTask, batch_reward, format_trace, get_task, split_problems
+from r1core.data.synthetic.base import SYNTHETIC_TASKS, SyntheticTask, batch_reward, format_trace, get_task, sft_pairs, split_problems
 from r1core.data.synthetic.countdown import CountdownConfig, CountdownTask, evaluate_expression, parse_gold
 from r1core.data.synthetic.vocab import SPECIAL_TOKENS, SYNTHETIC_CHARS, TAG_TOKENS, CharTokenizer
 
@@ -27,6 +27,7 @@ __all__ = [
     "format_trace",
     "get_task",
     "parse_gold",
+    "sft_pairs",
     "solve_with_steps",
     "split_problems",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Protocol, Sequence
 
-from r1core.algos.registry import Registry
+from r1core._registry import Registry
 from r1core.data.records import Problem
 from r1core.data.templates import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer_tag
 
@@ -26,8 +26,9 @@ class SyntheticTask(Protocol):
         """1.0 when the response's ``<answer>`` solves the problem, else 0.0."""
         ...
 
-    def solution_trace(self, problem: Problem) -> str:
-        """``<think>`` step-by-step working ``</think><answer>...</answer>``."""
+    def solution_trace(self, problem: Problem, *, open_think: bool = True) -> str:
+        """``<think>`` step-by-step working ``</think><answer>...</answer>`` (without the
+        opening tag when ``open_think`` is False)."""
         ...
 
 
@@ -53,6 +54,22 @@ def format_trace(steps: Sequence[str], answer: str, *, open_think: bool = True) 
     ``<think>`` for prompts that already end with it (the ``compact`` template)."""
     body = "\n".join(steps)
     return f"{THINK_OPEN if open_think else ''}{body}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+
+
+def sft_pairs(
+    task: SyntheticTask, problems: Sequence[Problem], template: Callable[[str], str]
+) -> list[tuple[str, str]]:
+    """``(prompt, completion)`` pairs for supervised fine-tuning on R1-format traces.
+
+    The completion omits the opening ``<think>`` when the prompt already ends with it
+    (the ``compact`` template), so prompt + completion is always one well-formed trace.
+    """
+    pairs = []
+    for problem in problems:
+        prompt = template(problem.problem)
+        opens_think = prompt.rstrip().endswith(THINK_OPEN)
+        pairs.append((prompt, task.solution_trace(problem, open_think=not opens_think)))
+    return pairs
 
 
 def answer_of(response: str) -> str | None:

@@ -13,6 +13,7 @@ from r1core.data.synthetic import (
     batch_reward,
     evaluate_expression,
     get_task,
+    sft_pairs,
     solve_with_steps,
     split_problems,
 )
@@ -111,3 +112,14 @@ def test_char_tokenizer(tmp_path):
     path = tmp_path / "vocab.json"
     tokenizer.save(path)
     assert CharTokenizer.load(path).vocab == tokenizer.vocab
+
+
+def test_sft_pairs_follow_the_template():
+    task = ArithmeticTask(difficulty=0.3)
+    problems = task.generate(5, seed=1)
+    compact = sft_pairs(task, problems, get_template("compact"))
+    assert all(prompt.endswith("<think>") and not completion.startswith("<think>") for prompt, completion in compact)
+    assert all(r1_format_ok(prompt.split("\n", 1)[1] + completion) for prompt, completion in compact)
+    r1 = sft_pairs(task, problems, get_template("r1-zero"))
+    assert all(prompt.endswith("Assistant:") and r1_format_ok(completion) for prompt, completion in r1)
+    assert all(task.verify(c, p.answer) == 1.0 for (_, c), p in zip(r1, problems))

@@ -172,3 +172,21 @@ def test_group_estimators_need_groups_and_validate_shapes():
         compute_advantages("grpo", AdvantageInputs(rewards, mask, group_size=2, token_rewards=torch.zeros(4, 3)))
     with pytest.raises(ValueError, match="gamma"):
         AdvantageConfig(gamma=1.5)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=2, max_size=6), min_size=1, max_size=6))
+def test_grpo_groups_are_standardised_or_zero(groups):
+    rewards = torch.tensor([r for g in groups for r in g])
+    group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g])
+    out = compute_advantages("grpo", AdvantageInputs(rewards, full_mask(len(rewards), 1), group_ids=group_ids))
+    for i, g in enumerate(groups):
+        adv = out.advantages[group_ids == i, 0].double()
+        if len(set(g)) == 1:
+            assert torch.all(adv == 0) and out.zero_variance[group_ids == i].all()
+        else:
+            assert abs(adv.mean().item()) < 1e-5 and adv.std().item() == pytest.approx(1.0, abs=1e-4)

@@ -161,3 +161,33 @@ def test_length_schedule():
         LengthSchedule(((0, 16), (5, 8)))
     with pytest.raises(ValueError, match="cannot parse"):
         LengthSchedule.parse("0-8192")
+
+
+def test_prompt_stream_epochs_filtering_curriculum_and_resume():
+    from r1core.algos.sampling import PromptStream
+    from r1core.data import Problem
+
+    problems = [Problem(f"p{i}", f"q{i}", "1") for i in range(10)]
+    stream = PromptStream(problems, seed=3)
+    first = stream.next(7) + stream.next(3)
+    assert sorted(p.id for p in first) == sorted(p.id for p in problems)  # one full epoch
+    second = stream.next(10)
+    assert [p.id for p in second] != [p.id for p in first] and stream.epoch == 1
+    assert [p.id for p in PromptStream(problems, seed=3).next(10)] == [p.id for p in first]
+
+    tracker = PassRateTracker()
+    for i, problem in enumerate(problems):
+        tracker.record(problem.id, num_passed=i % 5, num_samples=4)  # p4, p9 always solved (rate 1)
+    filtered = PromptStream(problems, seed=0, tracker=tracker, difficulty_filter=DifficultyFilter(), curriculum=True)
+    epoch = [p.id for p in filtered.next(8)]
+    assert filtered.last_epoch_filtered == 4  # rate 0 (p0, p5) and rate 1 (p4, p9) dropped
+    rates = [tracker.pass_rate(i) for i in epoch[:6]]
+    assert rates == sorted(rates, reverse=True) and set(epoch[:6]) == {"p1", "p2", "p3", "p6", "p7", "p8"}
+
+    resumed = PromptStream(problems, seed=3)
+    reference = PromptStream(problems, seed=3)
+    reference.next(4)
+    resumed.load_state_dict(reference.state_dict())
+    assert [p.id for p in resumed.next(9)] == [p.id for p in reference.next(9)]
+    with pytest.raises(ValueError, match="need a PassRateTracker"):
+        PromptStream(problems, seed=0, curriculum=True)

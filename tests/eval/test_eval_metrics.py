@@ -96,3 +96,20 @@ def test_evaluate_validates_inputs():
     report = evaluate(problems, [["a", "b", "c"]], grader, keep_per_problem=True)
     assert report["per_problem"] == [{"id": "p0", "scores": [1.0, 1.0, 1.0], "num_correct": 3}]
     assert [k for k in report if k.startswith("pass@")] == ["pass@1", "pass@2", "pass@3"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n), st.integers(1, n))))
+def test_pass_at_k_is_monotone_and_bounded(args):
+    n, c, k = args
+    value = pass_at_k(n, c, k)
+    assert 0.0 <= value <= 1.0
+    if k < n:
+        assert pass_at_k(n, c, k + 1) >= value - 1e-12
+    if c < n:
+        assert pass_at_k(n, c + 1, k) >= value - 1e-12
+    assert pass_at_k(n, c, 1) == pytest.approx(c / n)
