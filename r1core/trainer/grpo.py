@@ -12,7 +12,6 @@ logging at the end of the step).
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -33,48 +32,13 @@ class Prompt:
 
 
 class PromptSource(Protocol):
-    """Endless, resumable stream of training problems."""
+    """Endless, resumable stream of training prompts (``r1core.algos.sampling.PromptStream``)."""
 
     def next(self, count: int) -> list[Prompt]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class ShuffledPrompts:
-    """Cycles through ``problems`` in a fresh seeded order every epoch (resumable)."""
-
-    def __init__(self, problems: Sequence[Prompt], seed: int = 0) -> None:
-        if not problems:
-            raise ValueError("the prompt source is empty")
-        self.problems = list(problems)
-        self.seed = seed
-        self.epoch = 0
-        self.position = 0
-        self._order = self._shuffle()
-
-    def _shuffle(self) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        return order
-
-    def next(self, count: int) -> list[Prompt]:
-        out = []
-        for _ in range(count):
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._shuffle()
-            out.append(self.problems[self._order[self.position]])
-            self.position += 1
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._shuffle()
 
 
 @dataclass

@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from r1core.trainer.bootstrap import TinyModelConfig, make_tiny_qwen2, train_tokenizer
-from r1core.trainer.grpo import GRPOConfig, GRPOTrainer, Prompt, ShuffledPrompts
+from r1core.algos.sampling.prompts import PromptStream
+from r1core.trainer.grpo import GRPOConfig, GRPOTrainer, Prompt
 from r1core.trainer.run_logger import RunLogger
 from r1core.trainer.sft import SFTConfig, run_sft
 
@@ -251,7 +252,7 @@ class Pipeline:
             failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
             return result.totals, result.components, failed
 
-        prompts = ShuffledPrompts(self.encode_prompts(self.train_problems), seed=cfg.run.seed)
+        prompts = PromptStream(self.encode_prompts(self.train_problems), seed=cfg.run.seed, id_of=lambda p: p.uid)
         trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score, ref_policy=ref_policy)
         checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
         summary: dict[str, Any] = {}
