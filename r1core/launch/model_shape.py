@@ -39,6 +39,8 @@ class ModelShape:
     moe_ffn_hidden_size: int = 0
     shared_expert_ffn_hidden_size: int = 0
     """Total intermediate size of the shared expert(s) in each MoE layer (0: none)."""
+    shared_expert_gate: bool = False
+    """A (hidden -> 1) sigmoid gate on the shared expert output (Qwen2-MoE)."""
     num_dense_layers: int = 0
     """Leading layers of a MoE model that use the dense MLP (DeepSeek's first_k_dense)."""
     name: str = "model"
@@ -75,6 +77,7 @@ class ModelShape:
     def moe_layer_non_expert_params(self) -> int:
         """One MoE layer without its routed experts: attention, norms, router, shared expert."""
         shared = self.mlp_params(self.shared_expert_ffn_hidden_size)
+        shared += self.hidden_size if self.shared_expert_gate else 0
         return self.attention_params() + self.hidden_size + self.hidden_size * self.num_experts + shared
 
     def moe_layer_expert_params(self) -> int:
@@ -162,6 +165,7 @@ def from_hf_config(path: str | os.PathLike[str]) -> ModelShape:
         moe_top_k=int(_first(config, "num_experts_per_tok", "moe_top_k", default=0) or 0),
         moe_ffn_hidden_size=moe_ffn,
         shared_expert_ffn_hidden_size=shared,
+        shared_expert_gate=bool(shared) and model_type == "qwen2_moe",
         num_dense_layers=int(config.get("first_k_dense_replace") or 0) if num_experts else 0,
         name=str(config.get("_name_or_path") or source.parent.name or model_type or "model"),
     )
