@@ -38,8 +38,17 @@ class UnavailableError(RuntimeError):
     """The component behind a subcommand is not installed in this build."""
 
 
-def _run_parser(name: str, help_text: str, sub: Any, resume: bool) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+RUN_COMMANDS = {
+    "train": ("RL training: GRPO and its variants", True),
+    "sft": ("supervised fine-tuning: cold start, distillation from jsonl traces", True),
+    "eval": ("evaluate a checkpoint: avg@k, pass@k, maj@k", False),
+}
+
+
+def build_run_parser(command: str) -> argparse.ArgumentParser:
+    """Parser of ``r1core train|sft|eval``: options and overrides may be intermixed."""
+    help_text, resume = RUN_COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=f"r1core {command}", description=help_text)
     parser.add_argument("--config", metavar="YAML", help="run configuration file")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved configuration and exit"
@@ -51,16 +60,17 @@ def _run_parser(name: str, help_text: str, sub: Any, resume: bool) -> None:
             help="continue from the newest checkpoint (same as checkpoint.resume=true)",
         )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. run.seed=7")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Top-level parser: only names the subcommands (each parses its own arguments)."""
     parser = argparse.ArgumentParser(prog="r1core", description="DeepSeek-R1-style RL for LLMs.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser("train", "RL training: GRPO and its variants", sub, resume=True)
-    _run_parser("sft", "supervised fine-tuning: cold start, distillation from jsonl traces", sub, resume=True)
-    _run_parser("eval", "evaluate a checkpoint: avg@k, pass@k, maj@k", sub, resume=False)
-    sub.add_parser("bench", help="run the performance suite (perf/run_all.py)", add_help=False)
-    sub.add_parser("launch", help="plan layouts; print torchrun/SLURM launch commands", add_help=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, (help_text, _) in RUN_COMMANDS.items():
+        sub.add_parser(command, help=help_text)
+    sub.add_parser("bench", help="run the performance suite (perf/run_all.py)")
+    sub.add_parser("launch", help="plan layouts; print torchrun/SLURM launch commands")
     return parser
 
 
@@ -133,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from r1core.launch.cli import main as launch_main
 
         return launch_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
-    return _run_component(args.command, args)
+    if not argv or argv[0] not in RUN_COMMANDS:
+        build_parser().parse_args(argv[:1])  # prints usage or help and exits
+    args = build_run_parser(argv[0]).parse_intermixed_args(argv[1:])
+    return _run_component(argv[0], args)
 
 
 if __name__ == "__main__":  # `torchrun -m r1core.cli train ...` starts here

@@ -125,7 +125,7 @@ def test_component_schemas_lists_optionals_required_and_post_init():
         load_config(Outer)
     with pytest.raises(ConfigError, match="count must be >= 0"):
         load_config(Outer, None, ["inner.required=x", "count=-1"])
-    with pytest.raises(ConfigError, match="'inner.values\[0\]'"):
+    with pytest.raises(ConfigError, match=r"'inner.values\[0\]'"):
         load_config(Outer, None, ["inner.values=[a]", "inner.required=x"])
 
 
