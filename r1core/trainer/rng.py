@@ -43,6 +43,15 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         ValueError: the state holds CUDA generators but this process has a different
             number of CUDA devices (restoring would silently skip some).
     """
+    cuda_states = state.get("torch_cuda")
+    # Check before touching any generator, so a refused restore changes nothing.
+    if cuda_states is not None:
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available != len(cuda_states):
+            raise ValueError(
+                f"checkpoint holds RNG states of {len(cuda_states)} CUDA devices, "
+                f"this process sees {available}"
+            )
     python = state["python"]
     random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
     numpy_state = state["numpy"]
@@ -55,12 +64,5 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         }
     )
     torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state:
-        cuda_states = state["torch_cuda"]
-        if not torch.cuda.is_available() or torch.cuda.device_count() != len(cuda_states):
-            available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            raise ValueError(
-                f"checkpoint holds RNG states of {len(cuda_states)} CUDA devices, "
-                f"this process sees {available}"
-            )
+    if cuda_states is not None:
         torch.cuda.set_rng_state_all(cuda_states)

@@ -175,3 +175,24 @@ def test_two_ranks_save_and_resume_with_gloo(tmp_path):
     # A single process must not silently load one shard of a two-rank checkpoint.
     with pytest.raises(ValueError, match="saved by 2 ranks"):
         CheckpointManager(tmp_path).load_latest()
+
+
+def test_run_config_is_stored_and_reloads_equal(tmp_path):
+    from r1core.config import RunConfig, load_config
+
+    config = load_config(RunConfig, None, ["parallel.tensor=2", "run.name=ckpt-test"])
+    manager = CheckpointManager(tmp_path)
+    path = manager.save(3, {"x": torch.zeros(1)}, config=config)
+    assert load_config(RunConfig, path / "config.yaml") == config
+
+
+def test_cuda_rng_states_need_the_same_devices():
+    state = capture_rng_state()
+    state["torch_cuda"] = [torch.zeros(16, dtype=torch.uint8)] * (torch.cuda.device_count() + 1)
+    with pytest.raises(ValueError, match="RNG states of .* CUDA devices"):
+        restore_rng_state(state)
+
+
+def test_rng_key_collision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="already has an 'rng' entry"):
+        CheckpointManager(tmp_path).save(1, {"rng": 1})
