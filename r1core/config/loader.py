@@ -78,7 +78,9 @@ def _translate(
             key=full_key,
         )
     if full_key:
-        return ConfigError(f"bad value for configuration key '{full_key}' (from {source}): {message}", key=full_key)
+        return ConfigError(
+            f"bad value for configuration key '{full_key}' (from {source}): {message}", key=full_key
+        )
     return ConfigError(f"invalid configuration (from {source}): {message}")
 
 
@@ -165,7 +167,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         node = omegaconf.OmegaConf.create(dict(config))
     else:
         node = omegaconf.OmegaConf.structured(config)
-    return omegaconf.OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    container = omegaconf.OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return container  # type: ignore[return-value]
 
 
 def dump_config(config: Any, path: str | os.PathLike[str] | None = None) -> str:

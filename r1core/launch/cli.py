@@ -94,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--overhead-gib", type=float, default=3.0)
     plan.add_argument("--rollout-tp", type=int, default=0, help="colocated vLLM TP size (0: skip)")
     plan.add_argument("--gpu-memory-utilization", type=float, default=0.6)
-    plan.add_argument("--no-offload", dest="offload", action="store_false", help="trainer stays on GPU during rollout")
+    plan.add_argument(
+        "--no-offload", dest="offload", action="store_false", help="trainer stays on GPU during rollout"
+    )
     plan.add_argument("--max-groups", type=int, default=4, help="groups shown per kind")
-    plan.add_argument("--allow-over-memory", action="store_true", help="exit 0 even if the estimate exceeds memory")
+    plan.add_argument(
+        "--allow-over-memory", action="store_true", help="exit 0 even if the estimate exceeds memory"
+    )
     _add_layout_flags(plan)
 
     torchrun = sub.add_parser("torchrun", help="print the single-node torchrun command")
@@ -189,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if overrides is None:
             return EXIT_INVALID_LAYOUT
         if not run_args:
-            print("error: give the r1core subcommand after '--', e.g. -- train --config run.yaml", file=sys.stderr)
+            print(
+                "error: give the r1core subcommand after '--', e.g. -- train --config run.yaml",
+                file=sys.stderr,
+            )
             return EXIT_INVALID_LAYOUT
         print(shlex.join(torchrun_command(args.nproc_per_node, [*run_args, *overrides])))
         return 0

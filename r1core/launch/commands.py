@@ -105,7 +105,13 @@ mkdir -p logs
 
 # Rendezvous: torchrun's c10d store runs on the first host of the allocation. Every
 # node's agent connects to it; the job id keeps concurrent jobs apart.
-head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# (sed reads the whole list: `head -n 1` could exit first and, under pipefail, fail the
+# job when scontrol is killed by SIGPIPE.)
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
+if [[ -z "$head_node" ]]; then
+    echo "r1core: no host names from SLURM_JOB_NODELIST='${{SLURM_JOB_NODELIST:-}}'" >&2
+    exit 1
+fi
 # Where host names do not resolve between nodes, use the head node's address instead:
 # head_node=$(srun --nodes=1 --ntasks=1 -w "$head_node" hostname --ip-address | awk '{{print $1}}')
 rdzv_port=${{R1CORE_RDZV_PORT:-{spec.rdzv_port}}}

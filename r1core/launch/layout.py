@@ -248,7 +248,11 @@ def check_model_fits(
         notes.append(f"{kv} KV heads < TP {tp}: each KV head is replicated on {tp // kv} ranks")
     stages = pp * (layout.virtual_pipeline or 1)
     if model.num_layers % stages:
-        what = f"pipeline x virtual_pipeline = {pp} x {layout.virtual_pipeline}" if layout.virtual_pipeline else f"pipeline={pp}"
+        what = (
+            f"pipeline x virtual_pipeline = {pp} x {layout.virtual_pipeline}"
+            if layout.virtual_pipeline
+            else f"pipeline={pp}"
+        )
         problems.append(f"num_layers={model.num_layers} is not divisible by {what}")
     if model.num_experts:
         if model.num_experts % layout.expert:

@@ -100,7 +100,8 @@ class ModelShape:
         """Parameters used per token (top-k of the routed experts)."""
         if not self.is_moe:
             return self.total_params()
-        unused = self.num_moe_layers * (self.num_experts - self.moe_top_k) * self.mlp_params(self.moe_ffn_hidden_size)
+        idle_experts = self.num_experts - self.moe_top_k
+        unused = self.num_moe_layers * idle_experts * self.mlp_params(self.moe_ffn_hidden_size)
         return self.total_params() - unused
 
 

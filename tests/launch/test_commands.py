@@ -99,10 +99,11 @@ def test_sbatch_template_derives_rendezvous_from_slurm_environment(tmp_path):
         SLURM_JOB_ID="4242",
         R1CORE_RDZV_PORT="29611",
     )
-    subprocess.run(
+    result = subprocess.run(
         ["bash", str(SLURM_SBATCH), "train", "--config", "my run.yaml", "run.seed=5"],
-        env=env, cwd=tmp_path, check=True, capture_output=True, text=True,
+        env=env, cwd=tmp_path, check=False, capture_output=True, text=True,
     )
+    assert result.returncode == 0, result.stdout + result.stderr
     assert log.with_suffix(".nodelist").read_text().strip() == "gpu-a[17-18],gpu-b02"
     srun_args = log.with_suffix(".srun").read_text().splitlines()
     assert srun_args == [
@@ -121,8 +122,21 @@ def test_sbatch_defaults_apply_when_slurm_omits_gpu_count(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_LOG=str(log),
                SLURM_JOB_NODELIST="gpu-a[17-18],gpu-b02", SLURM_JOB_ID="7")
-    subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, check=True, capture_output=True)
+    result = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
     srun_args = log.with_suffix(".srun").read_text().splitlines()
     assert "--nnodes=3" in srun_args and "--nproc-per-node=8" in srun_args
     assert "--rdzv-endpoint=gpu-a17:29500" in srun_args
     assert srun_args[-2:] == ["eval", "run.name=e1"]
+
+
+def test_sbatch_fails_clearly_without_a_node_list(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/bash\nexit 0\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_NODELIST="", SLURM_JOB_ID="1")
+    result = subprocess.run(["bash", str(SLURM_SBATCH), "train"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "no host names" in result.stderr

@@ -5,7 +5,6 @@ a multi-rank save/load under torchrun with gloo. Run as ``python checkpoint_work
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
