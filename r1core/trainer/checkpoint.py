@@ -13,13 +13,15 @@ Layout of a checkpoint directory::
         .tmp_step_000180/       a save in progress (or killed): never read, removed on start
 
 The commit protocol, in order: rank 0 creates ``.tmp_step_N``; barrier; every rank writes
-its ``rank_R.pt`` (to a ``.partial`` name, fsync, rename); barrier; rank 0 writes
-``meta.json`` and ``config.yaml``, fsyncs the temp directory, renames it to ``step_N``
-(the commit point, atomic on POSIX file systems), fsyncs the parent, replaces ``latest``
-through a temporary file and ``os.replace``, and deletes checkpoints beyond ``keep_last``;
-barrier. A process killed anywhere before the rename leaves only a ``.tmp_*`` directory;
-one killed after it leaves a complete checkpoint. Either way every earlier checkpoint is
-untouched, and the next :class:`CheckpointManager` cleans the leftovers.
+its ``rank_R.pt`` (to a ``.partial`` name, fsync, rename); all ranks exchange their status;
+rank 0 writes ``meta.json`` and ``config.yaml``, fsyncs the temp directory, renames it to
+``step_N`` (the commit point, atomic on POSIX file systems), fsyncs the parent, replaces
+``latest`` through a temporary file and ``os.replace``, and deletes checkpoints beyond
+``keep_last``; all ranks learn the commit's outcome. The status exchanges are collectives,
+so an error on one rank fails the save on every rank instead of leaving the others waiting
+in a barrier. A process killed anywhere before the rename leaves only a ``.tmp_*``
+directory; one killed after it leaves a complete checkpoint. Either way every earlier
+checkpoint is untouched, and the next :class:`CheckpointManager` cleans the leftovers.
 
 Loading picks the newest committed ``step_*`` directory that holds ``meta.json`` (so a
 stale ``latest`` pointer, e.g. from a kill between the rename and the pointer update, can
@@ -201,17 +203,43 @@ class CheckpointManager:
         payload["step"] = step
         shard = temporary / rank_filename(self.rank)
         partial = shard.with_name(shard.name + ".partial")
-        with open(partial, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, shard)
-        self._barrier()
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, shard)
+            failure = None
+        except Exception as error:  # reported to every rank below, then re-raised
+            failure = f"rank {self.rank}: {type(error).__name__}: {error}"
+        # Every rank learns whether every shard was written, so one rank's full disk fails
+        # the save everywhere instead of leaving the others waiting in a barrier.
+        failures = [item for item in self._gather(failure) if item is not None]
+        if failures:
+            if self.rank == 0:
+                shutil.rmtree(temporary, ignore_errors=True)
+            raise RuntimeError(f"checkpoint step {step} not saved: " + "; ".join(failures))
 
+        failure = None
         if self.rank == 0:
-            self._commit(step, temporary, final, config)
-        self._barrier()
+            try:
+                self._commit(step, temporary, final, config)
+            except Exception as error:
+                failure = f"rank 0 commit: {type(error).__name__}: {error}"
+                if not self.distributed:
+                    raise
+        commit_failure = self._gather(failure)[0]
+        if commit_failure is not None:
+            raise RuntimeError(f"checkpoint step {step} not committed: {commit_failure}")
         return final
+
+    def _gather(self, item: Optional[str]) -> list[Optional[str]]:
+        """Every rank's ``item``, on every rank (a collective: it also acts as a barrier)."""
+        if not self.distributed:
+            return [item]
+        gathered: list[Optional[str]] = [None] * self.world_size
+        dist.all_gather_object(gathered, item, group=self.group)
+        return gathered
 
     def _commit(self, step: int, temporary: Path, final: Path, config: Any) -> None:
         files = sorted(entry.name for entry in temporary.iterdir())

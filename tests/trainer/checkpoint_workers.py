@@ -119,6 +119,18 @@ def distributed(args: argparse.Namespace) -> None:
         assert torch.equal(torch.rand(3), expected["next_random"]), "RNG state not restored per rank"
         assert manager.committed_steps() == [6, 9], manager.committed_steps()
         assert checkpoint.meta["world_size"] == world
+        # A shard that cannot be written on rank 1 fails the save on every rank (no hang),
+        # commits nothing and leaves the earlier checkpoints as they were.
+        unpicklable = (lambda: None) if rank == 1 else None
+        try:
+            manager.save(12, {"shard": torch.zeros(2), "bad": unpicklable})
+        except RuntimeError as error:
+            assert "checkpoint step 12 not saved: rank 1:" in str(error), str(error)
+        else:
+            raise AssertionError("a failed shard write did not fail the save")
+        dist.barrier()
+        assert manager.committed_steps() == [6, 9]
+        assert not Path(args.dir, ".tmp_step_000012").exists()
         Path(args.dir, f"verified_{rank}").write_text("ok")
     dist.barrier()
     dist.destroy_process_group()

@@ -196,3 +196,13 @@ def test_cuda_rng_states_need_the_same_devices():
 def test_rng_key_collision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="already has an 'rng' entry"):
         CheckpointManager(tmp_path).save(1, {"rng": 1})
+
+
+def test_a_failed_write_commits_nothing(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(1, {"x": torch.ones(1)})
+    with pytest.raises(RuntimeError, match="checkpoint step 2 not saved: rank 0: .*lambda"):
+        manager.save(2, {"x": torch.zeros(1), "bad": lambda: None})
+    assert manager.committed_steps() == [1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp_")]
+    assert torch.equal(manager.load_latest().state["x"], torch.ones(1))
