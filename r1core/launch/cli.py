@@ -54,8 +54,13 @@ def _add_layout_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _layout_config(args: argparse.Namespace) -> tuple[ParallelConfig, list[str]]:
-    """ParallelConfig from the flags, and the ``parallel.*`` overrides for the flags given."""
+    """ParallelConfig from ``--config`` (if given) and the flags, and the ``parallel.*``
+    overrides for the flags given (flags win over the file)."""
     config = ParallelConfig()
+    if getattr(args, "config", None):
+        from r1core.config import RunConfig, load_config
+
+        config = load_config(RunConfig, args.config).parallel
     overrides = []
     for flag, name in _LAYOUT_FLAGS.items():
         value = getattr(args, flag)
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus", type=int, required=True, help="total GPUs (world size)")
     plan.add_argument("--gpus-per-node", type=int, default=8)
     plan.add_argument("--model", help="preset name, Hugging Face config.json, or its folder")
+    plan.add_argument("--config", metavar="YAML", help="take the layout from a run config's parallel section")
     plan.add_argument("--micro-batch-size", type=int, default=1)
     plan.add_argument("--seq-length", type=int, default=4096)
     plan.add_argument("--num-microbatches", type=int, default=8)
@@ -123,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    config, _ = _layout_config(args)
+    from r1core.config import ConfigError
+
+    try:
+        config, _ = _layout_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID_LAYOUT
     try:
         layout = resolve_layout(config, args.gpus)
         model = load_model_shape(args.model) if args.model else None

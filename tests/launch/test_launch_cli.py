@@ -71,3 +71,15 @@ def test_slurm_writes_a_validated_script(tmp_path, capsys):
     # 8 nodes x 8 GPUs cannot hold TP 8 x PP 16 x CP 2 = 256 ranks per replica.
     assert main(["slurm", "--nodes", "8", "--tp", "8", "--pp", "16", "--cp", "2", "--", "train"]) == EXIT_INVALID_LAYOUT
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_plan_reads_the_layout_from_a_run_config(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("parallel:\n  tensor: 4\n  pipeline: 2\n")
+    assert main(["plan", "--gpus", "16", "--config", str(path)]) == 0
+    assert "16 GPUs = TP 4 x CP 1 x DP 2 x PP 2" in capsys.readouterr().out
+    assert main(["plan", "--gpus", "16", "--config", str(path), "--pp", "1"]) == 0  # flag wins
+    assert "16 GPUs = TP 4 x CP 1 x DP 4 x PP 1" in capsys.readouterr().out
+    path.write_text("parallel:\n  tensr: 4\n")
+    assert main(["plan", "--gpus", "16", "--config", str(path)]) == EXIT_INVALID_LAYOUT
+    assert "parallel.tensr" in capsys.readouterr().err
