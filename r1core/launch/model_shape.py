@@ -33,6 +33,8 @@ class ModelShape:
     gated_mlp: bool = True
     """SwiGLU-style MLP with gate and up projections (3 matrices instead of 2)."""
     qkv_bias: bool = False
+    qk_norm: bool = False
+    """RMSNorm on each query and key head (Qwen3): 2 x head_dim parameters per layer."""
     num_experts: int = 0
     """Routed experts per MoE layer; 0 for a dense model."""
     moe_top_k: int = 0
@@ -63,7 +65,8 @@ class ModelShape:
         query = self.num_attention_heads * self.kv_channels
         key_value = 2 * self.num_kv_heads * self.kv_channels
         bias = (query + key_value) if self.qkv_bias else 0
-        return self.hidden_size * (query + key_value) + query * self.hidden_size + bias + self.hidden_size
+        norms = self.hidden_size + (2 * self.kv_channels if self.qk_norm else 0)
+        return self.hidden_size * (query + key_value) + query * self.hidden_size + bias + norms
 
     def mlp_params(self, ffn_hidden_size: int) -> int:
         """One MLP of the given intermediate size (no norm)."""
@@ -110,6 +113,19 @@ def _first(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
         if config.get(key) is not None:
             return config[key]
     return default
+
+
+def _count_dense_layers(config: dict[str, Any], num_layers: int) -> int:
+    """Layers of a MoE model that use a dense MLP: DeepSeek's ``first_k_dense_replace``,
+    Qwen-MoE's ``mlp_only_layers`` and ``decoder_sparse_step`` (every step-th layer is MoE)."""
+    first_dense = int(config.get("first_k_dense_replace") or 0)
+    mlp_only = set(config.get("mlp_only_layers") or [])
+    step = int(config.get("decoder_sparse_step") or 1)
+    return sum(
+        1
+        for index in range(num_layers)
+        if index < first_dense or index in mlp_only or (index + 1) % step != 0
+    )
 
 
 def from_hf_config(path: str | os.PathLike[str]) -> ModelShape:
@@ -162,12 +178,13 @@ def from_hf_config(path: str | os.PathLike[str]) -> ModelShape:
         tied_embeddings=bool(config.get("tie_word_embeddings", False)),
         gated_mlp=activation in ("silu", "swiglu", "swish"),
         qkv_bias=qkv_bias,
+        qk_norm=model_type.startswith("qwen3"),
         num_experts=num_experts,
         moe_top_k=int(_first(config, "num_experts_per_tok", "moe_top_k", default=0) or 0),
         moe_ffn_hidden_size=moe_ffn,
         shared_expert_ffn_hidden_size=shared,
         shared_expert_gate=bool(shared) and model_type == "qwen2_moe",
-        num_dense_layers=int(config.get("first_k_dense_replace") or 0) if num_experts else 0,
+        num_dense_layers=_count_dense_layers(config, int(required["num_layers"])) if num_experts else 0,
         name=str(config.get("_name_or_path") or source.parent.name or model_type or "model"),
     )
 
@@ -181,7 +198,7 @@ PRESETS: dict[str, ModelShape] = {
     "llama-3-8b": ModelShape(4096, 32, 32, 8, 14336, 128256),
     "llama-3-70b": ModelShape(8192, 80, 64, 8, 28672, 128256),
     "qwen3-30b-a3b": ModelShape(
-        2048, 48, 32, 4, 6144, 151936, head_dim=128, num_experts=128, moe_top_k=8,
+        2048, 48, 32, 4, 6144, 151936, head_dim=128, qk_norm=True, num_experts=128, moe_top_k=8,
         moe_ffn_hidden_size=768,
     ),
 }

@@ -166,6 +166,10 @@ def test_from_hf_config_errors(tmp_path):
         ("MixtralConfig", {"num_local_experts": 4, "num_experts_per_tok": 2}),
         ("Qwen2MoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
                             "shared_expert_intermediate_size": 40}),
+        ("Qwen2MoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
+                            "shared_expert_intermediate_size": 40, "mlp_only_layers": [0]}),
+        ("Qwen3MoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
+                            "decoder_sparse_step": 2, "head_dim": 32}),
     ],
 )
 def test_parameter_count_matches_a_real_transformers_model(tmp_path, config_class, extra):
