@@ -156,8 +156,9 @@ def load_config(
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except omegaconf.errors.OmegaConfBaseException as error:
         raise _translate(error, schema_cls, "the assembled configuration") from error
-    except (TypeError, ValueError) as error:  # raised by a schema's __post_init__ checks
-        raise ConfigError(f"invalid configuration: {error}") from error
+    except (TypeError, ValueError, KeyError) as error:  # a schema's __post_init__ checks
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise ConfigError(f"invalid configuration: {reason}") from error
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

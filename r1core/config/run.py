@@ -2,10 +2,11 @@
 
 ``RunConfig`` only composes. Each section's dataclass lives beside the code that reads it
 (``ParallelConfig`` in ``r1core/launch/layout.py``, ``CheckpointConfig`` in
-``r1core/trainer/checkpoint.py``), and functions receive only the sections they use.
+``r1core/trainer/checkpoint.py``, ``AlgorithmConfig`` in ``r1core/algos/config.py``), and
+functions receive only the sections they use.
 
-The sections of components that are not assembled yet (policy, rollout, algorithm,
-rewards, data, sft, eval) are typed slots holding an empty dataclass: any key given for them
+The sections of components that are not assembled yet (policy, rollout, rewards, data,
+sft, eval) are typed slots holding an empty dataclass: any key given for them
 fails with "this section has no keys yet" until the component's own dataclass replaces the
 slot's type here. A YAML file for a run looks like::
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from r1core.algos.config import AlgorithmConfig
 from r1core.launch.layout import ParallelConfig
 from r1core.trainer.checkpoint import CheckpointConfig
 
@@ -66,11 +68,6 @@ class RolloutSlot:
 
 
 @dataclass
-class AlgorithmSlot:
-    """Advantage estimator and policy loss (GRPO, Dr. GRPO, DAPO, ...): the algorithms package."""
-
-
-@dataclass
 class RewardSlot:
     """Verifiable rewards: defined by the rewards package."""
 
@@ -100,7 +97,7 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     policy: PolicySlot = field(default_factory=PolicySlot)
     rollout: RolloutSlot = field(default_factory=RolloutSlot)
-    algorithm: AlgorithmSlot = field(default_factory=AlgorithmSlot)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardSlot = field(default_factory=RewardSlot)
     data: DataSlot = field(default_factory=DataSlot)
     sft: SFTSlot = field(default_factory=SFTSlot)

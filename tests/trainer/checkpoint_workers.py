@@ -1,4 +1,4 @@
-"""Processes started by test_checkpoint.py: a tiny training run, a save that gets killed, and
+"""Processes started by test_checkpoint_manager.py: a tiny training run, a save that gets killed, and
 a multi-rank save/load under torchrun with gloo. Run as ``python checkpoint_workers.py MODE``.
 """
 

@@ -132,3 +132,12 @@ def test_component_schemas_lists_optionals_required_and_post_init():
 def test_schema_must_be_a_dataclass():
     with pytest.raises(TypeError, match="must be a dataclass type"):
         load_config(dict)
+
+
+def test_algorithm_section_is_the_algorithms_package_config():
+    config = load_config(RunConfig, None, ["algorithm.loss=dapo", "algorithm.clip_high=0.28"])
+    assert (config.algorithm.loss, config.algorithm.clip_high) == ("dapo", 0.28)
+    with pytest.raises(ConfigError, match="unknown policy loss 'nope'; valid: cispo"):
+        load_config(RunConfig, None, ["algorithm.loss=nope"])
+    with pytest.raises(ConfigError, match="'algorithm.clip_hi'"):
+        load_config(RunConfig, None, ["algorithm.clip_hi=0.3"])
