@@ -314,6 +314,44 @@ class RewardPool:
             worker.task = None
             logger.warning("reward sample %d scored 0: %s", unit, reason)
 
+        def receive(worker: _Worker) -> None:
+            """Read and apply one message of ``worker`` (or its death)."""
+            nonlocal remaining, startup_failures
+            try:
+                message = worker.connection.recv()
+            except (EOFError, OSError):
+                code = self._replace(worker)
+                if not worker.ready:
+                    startup_failures += 1
+                    if startup_failures > 2 * config.num_workers:
+                        raise RewardPoolError(f"reward workers fail to start: {_describe_exit(code)}")
+                elif worker.task is not None:
+                    fail_unit(worker, _describe_exit(code))
+                return
+            kind = message[0]
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "fatal":
+                self._replace(worker)
+                raise RewardPoolError(f"reward worker failed to start: {message[1]}")
+            elif kind == "task_error":
+                self._replace(worker)
+                raise RewardPoolError(f"reward worker cannot load the rewards: {message[2]}")
+            elif kind == "result" and message[1] == task_id and worker.task is not None:
+                _, _, unit, score, reason = message
+                scores[unit], reasons[unit] = score, reason
+                remaining -= 1
+                if reason is not None:
+                    logger.warning("reward sample %d scored 0: %s", unit, reason)
+                worker.samples_done += 1
+                worker.position += 1
+                worker.deadline = time.monotonic() + config.sample_timeout_s
+                if worker.position == len(worker.task):
+                    worker.task = None
+                    limit = config.max_samples_per_worker
+                    if limit is not None and worker.samples_done >= limit:
+                        self._replace(worker, graceful=True)
+
         while remaining:
             now = time.monotonic()
             for worker in self._workers:
@@ -326,44 +364,17 @@ class RewardPool:
             deadlines += [w.started_at + config.startup_timeout_s for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0
             for connection in wait([w.connection for w in self._workers], timeout=min(wait_s, 1.0)):
-                worker = next(w for w in self._workers if w.connection is connection)
-                try:
-                    message = connection.recv()
-                except (EOFError, OSError):
-                    code = self._replace(worker)
-                    if not worker.ready:
-                        startup_failures += 1
-                        if startup_failures > 2 * config.num_workers:
-                            raise RewardPoolError(f"reward workers fail to start: {_describe_exit(code)}")
-                    elif worker.task is not None:
-                        fail_unit(worker, _describe_exit(code))
-                    continue
-                kind = message[0]
-                if kind == "ready":
-                    worker.ready = True
-                elif kind == "fatal":
-                    self._replace(worker)
-                    raise RewardPoolError(f"reward worker failed to start: {message[1]}")
-                elif kind == "task_error":
-                    self._replace(worker)
-                    raise RewardPoolError(f"reward worker cannot load the rewards: {message[2]}")
-                elif kind == "result" and message[1] == task_id and worker.task is not None:
-                    _, _, unit, score, reason = message
-                    scores[unit], reasons[unit] = score, reason
-                    remaining -= 1
-                    if reason is not None:
-                        logger.warning("reward sample %d scored 0: %s", unit, reason)
-                    worker.samples_done += 1
-                    worker.position += 1
-                    worker.deadline = time.monotonic() + config.sample_timeout_s
-                    if worker.position == len(worker.task):
-                        worker.task = None
-                        limit = config.max_samples_per_worker
-                        if limit is not None and worker.samples_done >= limit:
-                            self._replace(worker, graceful=True)
+                worker = next((w for w in self._workers if w.connection is connection), None)
+                if worker is not None:
+                    receive(worker)
             now = time.monotonic()
             for worker in list(self._workers):
-                if worker.task is not None and now > worker.deadline:
+                # A result may have arrived after wait() returned: read it before judging.
+                while worker in self._workers and worker.task is not None and worker.connection.poll(0):
+                    receive(worker)
+                if worker not in self._workers:
+                    continue
+                if worker.task is not None and time.monotonic() > worker.deadline:
                     self._replace(worker)
                     fail_unit(worker, f"timeout after {config.sample_timeout_s:g} s")
                 elif not worker.ready and now > worker.started_at + config.startup_timeout_s:

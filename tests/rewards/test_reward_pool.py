@@ -194,3 +194,30 @@ def _alive_any(pid: int) -> bool:
         return _alive(pid)
     except FileNotFoundError:
         return False
+
+
+def test_workers_are_recycled_after_max_samples():
+    config = RewardPoolConfig(num_workers=1, chunk_size=2, preload=(), max_samples_per_worker=4)
+    with RewardPool(config) as pool:
+        pool.score(faulty_rewards.faulty, ["ok"], [""])
+        first = pool.worker_pids()
+        result = pool.score(faulty_rewards.faulty, ["ok"] * 10, [""] * 10)
+        assert result.scores == [1.0] * 10 and result.num_failed == 0
+        assert pool.worker_pids() != first
+
+
+def test_concurrent_callers_each_get_their_own_scores():
+    with RewardPool(FAST) as pool:
+        outputs: dict[int, list[float]] = {}
+
+        def call(index: int) -> None:
+            responses = ["ok" if (i + index) % 3 else "raise" for i in range(12)]
+            outputs[index] = pool.score(faulty_rewards.faulty, responses, [""] * 12).scores
+
+        threads = [threading.Thread(target=call, args=(index,)) for index in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    for index in range(3):
+        assert outputs[index] == [1.0 if (i + index) % 3 else 0.0 for i in range(12)]
