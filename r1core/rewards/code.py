@@ -124,7 +124,9 @@ def score_program(response: str, gold: str, config: CodeExecutionConfig) -> tupl
     passed, first_failure = 0, ""
     for source, stdin, expected in cases:
         result = run_program(source, stdin, config.sandbox)
-        ok = not result.failure and (expected is None or outputs_match(result.stdout, expected, config.output_match))
+        ok = not result.failure and (
+            expected is None or outputs_match(result.stdout, expected, config.output_match)
+        )
         if ok:
             passed += 1
             continue

@@ -16,6 +16,8 @@ with the exit status as the reason. Exceptions inside a reward are caught in the
 
 Threads: one dispatcher thread owns the workers and runs batches in order; ``submit`` blocks
 when ``max_pending_batches`` are waiting (bounded queueing), ``score`` is ``submit().result()``.
+The thread keeps the pool alive: call ``close()`` or use ``with`` (at interpreter exit the
+workers die with the process).
 Workers ask the kernel to kill them when that thread exits (``PR_SET_PDEATHSIG``), so even a
 SIGKILLed caller leaves no orphans; ``close()`` (or the context manager) stops them cleanly.
 """
@@ -214,12 +216,6 @@ class RewardPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and monitoring)."""
         return [worker.process.pid for worker in list(self._workers)]
@@ -246,18 +242,17 @@ class RewardPool:
         return _Worker(process, connection)
 
     def _stop_worker(self, worker: _Worker, graceful: bool) -> int | None:
-        if graceful:
-            try:
-                worker.connection.send(("stop",))
-                return worker.process.wait(timeout=2.0)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        worker.process.kill()
         try:
-            code = worker.process.wait(timeout=5.0)
+            if graceful:
+                try:
+                    worker.connection.send(("stop",))
+                    return worker.process.wait(timeout=2.0)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            worker.process.kill()
+            return worker.process.wait(timeout=5.0)
         finally:
             worker.connection.close()
-        return code
 
     def _replace(self, worker: _Worker, graceful: bool = False) -> int | None:
         code = self._stop_worker(worker, graceful)
@@ -359,7 +354,8 @@ class RewardPool:
                     chunk = pending.popleft()
                     payload = [(u, units[u][0], units[u][1], units[u][2]) for u in chunk]
                     worker.connection.send(("task", task_id, blob, payload))
-                    worker.task, worker.position, worker.deadline = chunk, 0, time.monotonic() + config.sample_timeout_s
+                    worker.task, worker.position = chunk, 0
+                    worker.deadline = time.monotonic() + config.sample_timeout_s
             deadlines = [w.deadline for w in self._workers if w.task is not None]
             deadlines += [w.started_at + config.startup_timeout_s for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0

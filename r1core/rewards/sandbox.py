@@ -214,7 +214,8 @@ def run_program(source: str, stdin: str = "", config: SandboxConfig = SandboxCon
         program_path = os.path.join(workdir, "program.py")
         with open(program_path, "w", encoding="utf-8", errors="surrogatepass") as handle:
             handle.write(source)
-        with open(os.path.join(workdir, "stdin.txt"), "w", encoding="utf-8", errors="surrogatepass") as handle:
+        stdin_path = os.path.join(workdir, "stdin.txt")
+        with open(stdin_path, "w", encoding="utf-8", errors="surrogatepass") as handle:
             handle.write(stdin)
         if drop_to is not None:
             for path in (workdir, program_path):

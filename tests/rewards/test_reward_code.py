@@ -118,3 +118,14 @@ def test_code_execution_scores():
                           CodeExecutionConfig(sandbox=QUICK)) == [1.0, 0.0, 0.0]
     strict = get_reward("code_execution", all_or_nothing=True, sandbox=QUICK)
     assert strict([ADD_STDIO], [stdio_gold]) == [0.0]
+
+
+def test_code_execution_through_the_pool():
+    from r1core.rewards import RewardPool, RewardPoolConfig
+
+    gold = make_code_gold(stdio=[("2 3\n", "5\n")])
+    reward = get_reward("code_execution", sandbox=QUICK)
+    config = RewardPoolConfig(num_workers=2, sample_timeout_s=30.0, preload=())
+    with RewardPool(config) as pool:
+        result = pool.score(reward, [ADD_STDIO, "```python\nprint(6)\n```", "no program"], [gold] * 3)
+    assert result.scores == [1.0, 0.0, 0.0] and result.num_failed == 0
