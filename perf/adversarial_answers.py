@@ -64,6 +64,8 @@ def adversarial_cases() -> list[AdversarialCase]:
         AdversarialCase("lone_surrogate_outside_box", "\udc80\ud800 so \\boxed{5}", "5", 1.0),
         AdversarialCase("nul_and_controls", "\x00\x01\x1b[31m \\boxed{5}\x00", "5", 1.0),
         AdversarialCase("think_megabyte_unclosed", "<think>" + filler, "5", 0.0),
+        AdversarialCase("many_unclosed_answer_tags", "<answer>" * 100_000 + "\\boxed{5}", "5", 1.0),
+        AdversarialCase("many_unclosed_fences", "```python\n" * 100_000, "5", 0.0),
         AdversarialCase("answer_tag_megabyte", "<answer>" + "1" * MEGABYTE + "</answer>", "5", 0.0),
         AdversarialCase("latex_macro_bomb", "\\boxed{" + "\\sqrt{" * 3000 + "2" + "}" * 3000 + "}", "2", 0.0, True),
         AdversarialCase("matrix_bomb", "\\boxed{\\begin{pmatrix}" + "&".join(["1"] * 20000) + "\\end{pmatrix}}", "5", 0.0, True),

@@ -24,12 +24,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from r1core.rewards.extract import answer_region
+from r1core.rewards.extract import answer_region, find_answer_tags
 from r1core.rewards.registry import register_reward
 from r1core.rewards.sandbox import SandboxConfig, run_program
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 OutputMatch = Literal["exact", "lines", "tokens"]
 
@@ -91,7 +90,7 @@ def extract_program(response: str) -> str | None:
     blocks = _FENCE_RE.findall(region)
     if blocks:
         return blocks[-1][1]
-    tags = _ANSWER_TAG_RE.findall(region)
+    tags = find_answer_tags(region)
     if tags and tags[-1].strip():
         return tags[-1]
     return None

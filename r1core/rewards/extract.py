@@ -15,7 +15,7 @@ The rules, applied in this order (documented here once; ``math.py`` and the test
    math-verify's own extraction (last number or LaTeX, "answer is ..." anchors).
 3. Spraying. Distinct candidates are counted after removing whitespace and ``\\phantom{...}``
    (models draw empty ``\\boxed{\\phantom{2}}`` cells in long-division tableaux); if more than
-   ``max_distinct`` distinct non-empty candidates remain, the response is a spray of guesses
+   ``MathAccuracyConfig.max_distinct_answers`` (3) distinct non-empty candidates remain, the response is a spray of guesses
    and earns nothing. A list of candidates inside one box is handled by math-verify, which
    never equates a set or tuple with a single value.
 """
@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-# Bounded quantifiers keep every regex here linear on adversarial megabyte inputs.
-_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# Everything here must stay linear in the response length: megabyte answers with thousands of
+# unclosed tags or braces are part of the adversarial test set.
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _PHANTOM_RE = re.compile(r"\\phantom\{[^{}]*\}")
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -115,6 +115,22 @@ def find_boxed(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def find_answer_tags(text: str) -> list[str]:
+    """Contents of every closed ``<answer>...</answer>`` in order (non-greedy, like a lazy
+    regex, but linear: once an opening tag has no closing tag after it, none later has)."""
+    contents = []
+    position = 0
+    while True:
+        start = text.find("<answer>", position)
+        if start < 0:
+            return contents
+        end = text.find("</answer>", start + len("<answer>"))
+        if end < 0:
+            return contents
+        contents.append(text[start + len("<answer>") : end])
+        position = end + len("</answer>")
+
+
 def normalize_candidate(candidate: str) -> str:
     """Key used to count distinct candidates: no whitespace, no ``\\phantom{...}``."""
     return _WHITESPACE_RE.sub("", _PHANTOM_RE.sub("", candidate))
@@ -126,7 +142,7 @@ def extract_answer(response: str) -> ExtractedAnswer:
     candidates: list[str]
     kind: MarkerKind
     boxed_final = False
-    tags = _ANSWER_TAG_RE.findall(region)
+    tags = find_answer_tags(region)
     if tags:
         kind = "answer_tag"
         candidates = []
