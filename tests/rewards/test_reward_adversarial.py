@@ -17,11 +17,13 @@ CASES = adversarial_answers.adversarial_cases()
 
 
 def test_extraction_is_fast_on_every_case():
-    # The pure-Python extraction runs before any sympy work; it must stay linear.
+    # The pure-Python extraction runs before any sympy work; it must stay linear: ~0.5 s for a
+    # megabyte of braces on an idle core (a quadratic scan would take hours). The bound leaves
+    # room for a machine shared with other jobs.
     for case in CASES:
         started = time.perf_counter()
         extract_answer(case.response)
-        assert time.perf_counter() - started < 2.0, case.name
+        assert time.perf_counter() - started < 5.0, case.name
 
 
 def _score_all(cases, sample_timeout_s: float) -> tuple[list, list, float]:
