@@ -55,7 +55,9 @@ class SandboxConfig:
         wall_timeout_s: wall-clock limit; the process group is killed past it.
         cpu_time_s: RLIMIT_CPU in seconds.
         memory_limit_mb: RLIMIT_AS in MiB.
-        max_processes: RLIMIT_NPROC (processes of the sandbox user, see the module docstring).
+        max_processes: RLIMIT_NPROC. The kernel counts every process and thread of the user
+            the program runs as (not just the sandbox's), so this bounds a fork bomb rather
+            than the program's own children; keep it above the user's usual count.
         max_output_bytes: RLIMIT_FSIZE, caps stdout and stderr (and any file written).
         network_isolation: "required", "best_effort" or "off" (see the module docstring).
         run_as_nobody: when started as root, drop to the ``nobody`` user in the child.
@@ -65,7 +67,7 @@ class SandboxConfig:
     wall_timeout_s: float = 5.0
     cpu_time_s: int = 5
     memory_limit_mb: int = 512
-    max_processes: int = 32
+    max_processes: int = 256
     max_output_bytes: int = 1 << 20
     network_isolation: Literal["required", "best_effort", "off"] = "best_effort"
     run_as_nobody: bool = True
