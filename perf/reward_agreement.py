@@ -175,7 +175,9 @@ def markdown(report: dict) -> str:
                      f"{100 * stats['threshold']:.1f}% | {'yes' if stats['passes'] else 'NO'} |")
     lines += ["", f"Scored through RewardPool ({report['num_workers']} workers): {report['num_samples']} "
               f"responses in {report['wall_time_s']:.1f} s = {report['responses_per_second']:.0f} "
-              f"responses/s; pool failures (timeouts/crashes): {report['num_pool_failures']}.", "",
+              f"responses/s; pool failures (timeouts/crashes): {report['num_pool_failures']}. "
+              f"Load average (1 min) at the start: {env['load_average_1min']:.1f} on {env['machine']} "
+              "(a machine shared with other jobs: the rate is noisy, the agreement is not).", "",
               "## Disagreements", ""]
     for name, stats in report["sources"].items():
         for item in stats["disagreements"]:
