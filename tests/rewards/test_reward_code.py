@@ -129,3 +129,24 @@ def test_code_execution_through_the_pool():
     with RewardPool(config) as pool:
         result = pool.score(reward, [ADD_STDIO, "```python\nprint(6)\n```", "no program"], [gold] * 3)
     assert result.scores == [1.0, 0.0, 0.0] and result.num_failed == 0
+
+
+def test_program_dies_with_a_killed_worker(tmp_path):
+    # The pool kills a worker whose sample overruns; the sandboxed program it was running must
+    # not outlive it (PR_SET_PDEATHSIG in the sandbox child).
+    from r1core.rewards import RewardPool, RewardPoolConfig
+
+    pid_file = tmp_path / "pid"
+    os.chmod(tmp_path, 0o777)
+    program = f"```python\nimport os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n```"
+    slow_sandbox = SandboxConfig(wall_timeout_s=60.0, cpu_time_s=5)
+    reward = get_reward("code_execution", sandbox=slow_sandbox)
+    config = RewardPoolConfig(num_workers=1, sample_timeout_s=3.0, preload=())
+    with RewardPool(config) as pool:
+        result = pool.score(reward, [program], [make_code_gold(stdio=[("", "")])])
+    assert result.scores == [0.0] and result.reasons == ["timeout after 3 s"]
+    program_pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _running(program_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(program_pid)
