@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from r1core.rewards.registry import CompositeReward, RewardFn, _check_batch
+from r1core.rewards.sandbox import remove_sandbox_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,10 @@ class RewardPool:
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             worker.process.kill()
-            return worker.process.wait(timeout=5.0)
+            code = worker.process.wait(timeout=5.0)
+            # A worker killed inside a code sample never removed its sandbox directory.
+            remove_sandbox_dirs(worker.process.pid)
+            return code
         finally:
             worker.connection.close()
 

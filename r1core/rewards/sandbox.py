@@ -147,6 +147,21 @@ def nobody_ids(python_executable: str) -> tuple[int, int] | None:
     return _nobody_probe[python_executable]
 
 
+def sandbox_dir_prefix(owner_pid: int) -> str:
+    """Name prefix of the temporary directories made by process ``owner_pid``; ``RewardPool``
+    removes them after killing a worker mid-run (its own clean-up never ran)."""
+    return f"r1core-sandbox-{owner_pid}-"
+
+
+def remove_sandbox_dirs(owner_pid: int) -> None:
+    """Remove every temporary directory left by the (dead) process ``owner_pid``."""
+    prefix = sandbox_dir_prefix(owner_pid)
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if name.startswith(prefix):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
 def _make_preexec(config: SandboxConfig, isolate_network: bool, drop_to: tuple[int, int] | None):
     memory = config.memory_limit_mb * 1024 * 1024
 
@@ -211,7 +226,7 @@ def run_program(source: str, stdin: str = "", config: SandboxConfig = SandboxCon
     if config.network_isolation == "best_effort" and not isolate:
         _warn_once("sandbox runs WITHOUT network isolation (unshare(CLONE_NEWNET) not permitted)")
     drop_to = nobody_ids(config.python_executable) if config.run_as_nobody else None
-    workdir = tempfile.mkdtemp(prefix="r1core-sandbox-")
+    workdir = tempfile.mkdtemp(prefix=sandbox_dir_prefix(os.getpid()))
     try:
         program_path = os.path.join(workdir, "program.py")
         with open(program_path, "w", encoding="utf-8", errors="surrogatepass") as handle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 
 import pytest
@@ -21,7 +22,7 @@ def test_runs_program_with_stdin_in_clean_environment():
     lines = result.stdout.splitlines()
     assert lines[0] == "cba"
     assert set(eval(lines[1])) <= {"PATH", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "LC_CTYPE"}
-    assert lines[2].startswith("/tmp/r1core-sandbox-") or "r1core-sandbox-" in lines[2]
+    assert os.path.basename(lines[2]).startswith(f"r1core-sandbox-{os.getpid()}-")
     assert not os.path.exists(lines[2])  # the working directory is removed afterwards
 
 
@@ -143,6 +144,8 @@ def test_program_dies_with_a_killed_worker(tmp_path):
     reward = get_reward("code_execution", sandbox=slow_sandbox)
     config = RewardPoolConfig(num_workers=1, sample_timeout_s=3.0, preload=())
     with RewardPool(config) as pool:
+        pool.score(get_reward("r1_format"), ["x"], [""])  # worker up
+        (worker_pid,) = pool.worker_pids()
         result = pool.score(reward, [program], [make_code_gold(stdio=[("", "")])])
     assert result.scores == [0.0] and result.reasons == ["timeout after 3 s"]
     program_pid = int(pid_file.read_text())
@@ -150,3 +153,6 @@ def test_program_dies_with_a_killed_worker(tmp_path):
     while _running(program_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(program_pid)
+    # The killed worker's sandbox directory is removed by the pool.
+    leftovers = [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"r1core-sandbox-{worker_pid}-")]
+    assert leftovers == []
