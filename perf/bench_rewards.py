@@ -10,7 +10,7 @@
 
 The machine is shared; the load average before and after is recorded with the numbers.
 
-    python perf/bench_rewards.py [--quick]
+    python perf/bench_rewards.py [--quick]      (or python -m perf.bench_rewards, perf/run_all.py)
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     print(text)
     if not args.no_write:
-        stem = f"bench_rewards_{report['environment']['date'][:10]}_{report['environment']['machine']}"
+        stem = f"rewards_cpu_{report['environment']['date'][:10]}"  # <op>_<device>_<date>, as perf/harness.py
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, ensure_ascii=True) + "\n")
         (args.out_dir / f"{stem}.md").write_text(text)

@@ -12,6 +12,7 @@ is listed with its gold, the end of the response and r1core's reason; the ones e
 hand carry an explanation (``KNOWN_DISAGREEMENTS``), any other is flagged UNEXPLAINED.
 
     python perf/reward_agreement.py            # all 6076 responses, writes perf/results/
+                                               # reward_agreement_cpu_<date>.{json,md}
     python perf/reward_agreement.py --subset 200 --no-write
 """
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         env = report["environment"]
-        stem = f"reward_agreement_{env['date'][:10]}_{env['machine']}"
+        stem = f"reward_agreement_cpu_{env['date'][:10]}"  # <op>_<device>_<date>, as perf/harness.py
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, ensure_ascii=True) + "\n")
         (args.out_dir / f"{stem}.md").write_text(text)

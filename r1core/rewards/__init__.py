@@ -14,6 +14,7 @@ processes with a per-sample timeout (``RewardPool``). Built-in rewards:
 """
 
 from r1core.rewards.registry import (
+    REWARDS,
     CompositeReward,
     RewardComponent,
     RewardFn,
@@ -38,6 +39,7 @@ from r1core.rewards.pool import CompositeResult, PoolResult, RewardPool, RewardP
 from r1core.rewards.sandbox import SandboxConfig, SandboxResult, run_program
 
 __all__ = [
+    "REWARDS",
     "CodeExecutionConfig",
     "CompositeResult",
     "CompositeReward",

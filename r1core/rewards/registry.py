@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from r1core._registry import Registry
+
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """A batch reward: responses and golds of equal length in, one float per response out."""
 
@@ -28,26 +30,19 @@ class RewardSpec:
     config_cls: type | None
 
 
-_REWARDS: dict[str, RewardSpec] = {}
+REWARDS: Registry[RewardSpec] = Registry("reward")
 
 
 def register_reward(
     name: str, config: type | None = None
 ) -> Callable[[Callable[..., list[float]]], Callable[..., list[float]]]:
-    """Decorator registering ``fn`` under ``name``; ``config`` is its parameter dataclass."""
+    """Decorator registering ``fn`` under ``name``; ``config`` is its parameter dataclass.
+    Registering a name twice raises ValueError."""
     if config is not None and not dataclasses.is_dataclass(config):
         raise TypeError(f"reward {name!r}: config must be a dataclass, got {config!r}")
 
     def decorator(fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
-        existing = _REWARDS.get(name)
-        if existing is not None and existing.fn is not fn:
-            same_origin = (existing.fn.__module__, existing.fn.__qualname__) == (
-                fn.__module__,
-                fn.__qualname__,
-            )
-            if not same_origin:  # re-importing the same module (e.g. as __main__) is fine
-                raise ValueError(f"reward {name!r} is already registered by {existing.fn!r}")
-        _REWARDS[name] = RewardSpec(name, fn, config)
+        REWARDS.register(name)(RewardSpec(name, fn, config))
         return fn
 
     return decorator
@@ -56,7 +51,7 @@ def register_reward(
 def list_rewards() -> list[str]:
     """Names of all registered rewards, sorted."""
     _ensure_builtin_rewards()
-    return sorted(_REWARDS)
+    return REWARDS.names()
 
 
 def _ensure_builtin_rewards() -> None:
@@ -67,9 +62,7 @@ def _ensure_builtin_rewards() -> None:
 def get_reward_spec(name: str) -> RewardSpec:
     """The ``RewardSpec`` registered under ``name``; a KeyError lists the valid names."""
     _ensure_builtin_rewards()
-    if name not in _REWARDS:
-        raise KeyError(f"unknown reward {name!r}; registered rewards: {', '.join(sorted(_REWARDS))}")
-    return _REWARDS[name]
+    return REWARDS.get(name)
 
 
 def get_reward(name: str, **config: Any) -> RewardFn:

@@ -29,7 +29,7 @@ def test_builtins_registered():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(KeyError, match="registered rewards: .*math_accuracy.*r1_format"):
+    with pytest.raises(KeyError, match="unknown reward 'math_acuracy'; valid: .*math_accuracy.*r1_format"):
         get_reward("math_acuracy")
 
 
