@@ -38,7 +38,8 @@ RAGGED_BLOCK = 1024
 def _finish(r, centred, count, std, zero_variance, eps, MODE: tl.constexpr):
     """Advantage of each element from its group's statistics (shared by both paths)."""
     if MODE == 0:
-        advantages = centred / (std + eps)
+        # Flat groups are zeroed below; a unit divisor keeps them from computing 0 / 0.
+        advantages = centred / tl.where(zero_variance, 1.0, std + eps)
     elif MODE == 1:
         advantages = centred
     elif MODE == 2:
