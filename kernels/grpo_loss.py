@@ -20,6 +20,13 @@ import triton.language as tl
 
 
 @triton.jit
+def _scalar(value, COMPUTE: tl.constexpr):
+    """A float64 kernel argument rounded once to the compute type: the same value torch uses
+    when it applies a Python float to a float32 tensor."""
+    return tl.full([], value, tl.float64).to(COMPUTE)
+
+
+@triton.jit
 def _token_terms(
     logp_ptr, old_ptr, adv_ptr, mask_ptr, ref_ptr, rollout_ptr,
     row, cols, in_row,
@@ -64,12 +71,14 @@ def grpo_row_stats_kernel(
     logp_ptr, old_ptr, adv_ptr, mask_ptr, ref_ptr, rollout_ptr, stats_ptr,
     num_cols,
     stride_logp, stride_old, stride_adv_b, stride_adv_t, stride_mask, stride_ref, stride_rollout,
-    clip_lower, clip_upper, neg_dual_clip, is_cap,
+    clip_lower: tl.float64, clip_upper: tl.float64, neg_dual_clip: tl.float64, is_cap: tl.float64,
     HAS_REF: tl.constexpr, HAS_IS: tl.constexpr, USE_DUAL: tl.constexpr, ADV_PER_ROW: tl.constexpr,
     KL_ESTIMATOR: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
     """Programs: one per row. Writes ``stats[row, :8]`` (columns of ``ROW_STATS``)."""
     row = tl.program_id(0).to(tl.int64)
+    clip_lower, clip_upper = _scalar(clip_lower, COMPUTE), _scalar(clip_upper, COMPUTE)
+    neg_dual_clip, is_cap = _scalar(neg_dual_clip, COMPUTE), _scalar(is_cap, COMPUTE)
     offsets = tl.arange(0, BLOCK_T)
     acc_pg = tl.zeros([BLOCK_T], dtype=COMPUTE)
     acc_kl = tl.zeros([BLOCK_T], dtype=COMPUTE)
@@ -121,13 +130,15 @@ def grpo_row_backward_kernel(
     logp_ptr, old_ptr, adv_ptr, mask_ptr, ref_ptr, rollout_ptr, grad_ptr,
     num_cols,
     stride_logp, stride_old, stride_adv_b, stride_adv_t, stride_mask, stride_ref, stride_rollout, stride_grad,
-    clip_lower, clip_upper, neg_dual_clip, is_cap,
+    clip_lower: tl.float64, clip_upper: tl.float64, neg_dual_clip: tl.float64, is_cap: tl.float64,
     HAS_REF: tl.constexpr, HAS_IS: tl.constexpr, USE_DUAL: tl.constexpr, ADV_PER_ROW: tl.constexpr,
     KL_ESTIMATOR: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
     """Programs: one per row. ``grad[row, t] = mask * (g_pg[row] * d pg/d logp +
     g_kl[row] * d kl/d logp)``, stored in ``grad``'s dtype."""
     row = tl.program_id(0).to(tl.int64)
+    clip_lower, clip_upper = _scalar(clip_lower, COMPUTE), _scalar(clip_upper, COMPUTE)
+    neg_dual_clip, is_cap = _scalar(neg_dual_clip, COMPUTE), _scalar(is_cap, COMPUTE)
     offsets = tl.arange(0, BLOCK_T)
     grad_pg_row = tl.load(grad_pg_rows_ptr + row).to(COMPUTE)
     grad_kl_row = tl.load(grad_kl_rows_ptr + row).to(COMPUTE)

@@ -53,8 +53,8 @@ def _launch_args(logp, old_logp, advantages, mask, ref_logp, rollout_logp, clip_
         logp.stride(0), old_logp.stride(0), advantages.stride(0), 0 if per_row else advantages.stride(1), mask.stride(0),
         ref_logp.stride(0) if has_ref else 0, rollout_logp.stride(0) if has_is else 0,
     )
-    # Bounds computed on the host in double, then rounded to float32 kernel arguments: the
-    # same scalars the reference's torch.clamp and multiplication see.
+    # Bounds computed on the host in double and passed as float64; the kernels round them
+    # once to the compute type, as torch does with the reference's Python-float scalars.
     scalars = (1.0 - clip_low, 1.0 + clip_high, -dual_clip, is_cap)
     constexprs = dict(
         HAS_REF=has_ref, HAS_IS=has_is, USE_DUAL=dual_clip > 0, ADV_PER_ROW=per_row, KL_ESTIMATOR=kl_estimator,
