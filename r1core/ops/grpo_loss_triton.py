@@ -108,9 +108,13 @@ def grpo_row_backward_triton(
     for name, rows in (("grad_pg_rows", grad_pg_rows), ("grad_kl_rows", grad_kl_rows)):
         if rows.shape != (num_rows,):
             raise ValueError(f"{name} must be [B]={num_rows}, got shape {tuple(rows.shape)}")
-    grad = torch.empty(num_rows, num_cols, dtype=logp.dtype, device=logp.device)
+    # The kernel rounds to logp's dtype on store (round-to-nearest-even on the GPU). Triton's
+    # CPU interpreter truncates float32 -> bfloat16 stores instead, so there the kernel writes
+    # float32 and torch rounds.
+    store_dtype = logp.dtype if logp.device.type == "cuda" else _stats_dtype(logp)
+    grad = torch.empty(num_rows, num_cols, dtype=store_dtype, device=logp.device)
     if grad.numel() == 0:
-        return grad
+        return grad.to(logp.dtype)
     pointers, strides, scalars, constexprs = _launch_args(
         logp, old_logp, advantages, mask, ref_logp, rollout_logp, clip_low, clip_high, dual_clip, kl_estimator, is_cap
     )
@@ -118,7 +122,7 @@ def grpo_row_backward_triton(
         grad_pg_rows.contiguous(), grad_kl_rows.contiguous(), *pointers, grad, num_cols, *strides, grad.stride(0),
         *scalars, **constexprs,
     )
-    return grad
+    return grad.to(logp.dtype)
 
 
 @grpo_row_backward_triton.register_fake
