@@ -65,8 +65,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only; write no results file")
+    parser.add_argument("--cpu-threads", type=int, default=1,
+                        help="torch threads on CPU (default 1: OpenMP waits distort timings on a shared machine)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.cpu_threads)
     backends = available("group_advantages", device)
     results: list[Result] = []
     compiled_reference = torch.compile(group_advantages_reference, dynamic=False)
