@@ -111,7 +111,9 @@ def main() -> None:
             ms = time_ms(fn, device, reps=args.reps)
             launches, device_us = launches_per_call(fn, device)
             host_us = host_us_per_call(fn, device, calls=50 if device.type == "cpu" else 500)
-            note = "Triton CPU interpreter: not a performance figure" if name.startswith("triton") and device.type == "cpu" else ""
+            note = f"host {host_us:.1f} us/call" + ("" if launches is None else f"; {launches:g} launches/call")
+            if name.startswith("triton") and device.type == "cpu":
+                note += "; Triton CPU interpreter: not a performance figure"
             results.append(Result(case, name, ms, note=note, extra={
                 "us": ms * 1e3, "host_us": host_us, "launches_per_call": launches, "device_us_profiler": device_us,
             }))
