@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_advantages, compute_policy_loss, kl_reward
+from r1core.trainer.config import GRPOConfig
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -39,38 +40,6 @@ class PromptSource(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class GRPOConfig:
-    """Shape of one GRPO step."""
-
-    steps: int = 60
-    """Optimiser-step batches to train."""
-    prompts_per_step: int = 16
-    """Prompts sampled per step (before dynamic sampling drops any)."""
-    samples_per_prompt: int = 8
-    """Group size: responses per prompt."""
-    max_response_tokens: int = 48
-    """Generation budget per response."""
-    temperature: float = 1.0
-    """Sampling temperature; the trainer's log-probs use the same one."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    epochs_per_step: int = 1
-    """Passes over each step's batch (PPO epochs)."""
-    mini_batches: int = 1
-    """Optimiser updates per pass; with epochs_per_step = mini_batches = 1 the update is
-    exactly on-policy and the old log-probs equal the current ones, so that forward is
-    skipped."""
-    micro_batch_size: int = 64
-    """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
-    dynamic_sampling: bool = False
-    """Drop groups whose rewards are all equal and refill from further prompts (DAPO)."""
-    max_refill_tries: int = 3
-    """Extra generation rounds dynamic sampling may use per step."""
-    seed: int = 0
-    """Seed of sampling and data order."""
 
 
 class RewardScorer(Protocol):

@@ -12,103 +12,17 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from r1core.trainer.bootstrap import TinyModelConfig, make_tiny_qwen2, train_tokenizer
+from r1core.trainer.bootstrap import make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
-from r1core.trainer.grpo import GRPOConfig, GRPOTrainer, Prompt
+from r1core.trainer.grpo import GRPOTrainer, Prompt
 from r1core.trainer.run_logger import RunLogger
-from r1core.trainer.sft import SFTConfig, run_sft
-
-
-@dataclass
-class PolicySection:
-    """The model being trained."""
-
-    hf_dir: str = ""
-    """Hugging Face checkpoint to start from; empty builds the embedded default model."""
-    dtype: str = "auto"
-    """Parameter dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``."""
-    lr: float = 2e-4
-    """RL learning rate (AdamW)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    clip_grad: float = 1.0
-    """Global gradient-norm clip."""
-
-
-@dataclass
-class TaskSection:
-    """Where prompts come from."""
-
-    name: str = "arithmetic"
-    """A synthetic task (``arithmetic``, ``countdown``)."""
-    difficulty: float = 0.3
-    """The task's difficulty knob in [0, 1]."""
-    num_train: int = 3000
-    """Training problems."""
-    num_eval: int = 128
-    """Held-out problems (disjoint from the training ones)."""
-    template: str = "compact"
-    """Prompt template (``compact``, ``r1-zero``, ``chat``)."""
-    seed: int = 0
-    """Seed of problem generation."""
-
-
-@dataclass
-class RewardSection:
-    """Rule-based rewards, weighted and scored in a worker pool."""
-
-    weights: dict[str, float] = field(default_factory=lambda: {"math_accuracy": 1.0, "r1_format": 0.1})
-    """Registered reward name -> weight."""
-    num_workers: int = 2
-    """Reward worker processes."""
-    sample_timeout_s: float = 10.0
-    """Per-sample budget; a sample over it scores 0."""
-
-
-@dataclass
-class ColdStartSection:
-    """Cold-start SFT before RL (skipped when ``epochs`` is 0)."""
-
-    epochs: float = 3.0
-    """Passes over the traces."""
-    batch_size: int = 64
-    """Traces per optimiser step."""
-    lr: float = 3e-3
-    """SFT learning rate."""
-    trace_noise: float = 0.5
-    """Share of cold-start traces whose final answer is wrong. R1's cold-start data is
-    imperfect; here the share is explicit, and RL on verifiable rewards must fix what SFT
-    imitated."""
-
-
-@dataclass
-class EvalSection:
-    """Held-out evaluation: ``k`` samples per problem, avg@k is R1's pass@1."""
-
-    every: int = 10
-    """Evaluate every this many RL steps (and before the first and after the last)."""
-    k: int = 4
-    """Samples per problem."""
-    temperature: float = 1.0
-    """Sampling temperature of evaluation."""
-    max_tokens: int = 48
-    """Generation budget."""
-
-
-@dataclass
-class EmbeddedModelSection:
-    """The tokenizer and model the embedded default run builds."""
-
-    vocab_size: int = 96
-    """Target BPE vocabulary (special tokens and single digits included)."""
-    model: TinyModelConfig = field(default_factory=TinyModelConfig)
-    """Shape of the random-initialised Qwen2 model."""
+from r1core.trainer.sft import run_sft
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -151,8 +65,11 @@ class Pipeline:
         from r1core.data.synthetic.base import get_task, split_problems
         from r1core.data.templates import get_template
 
-        section = self.cfg.task
-        self.task = get_task(section.name, difficulty=section.difficulty)
+        section = self.cfg.data
+        self.task = get_task(section.task, difficulty=section.difficulty)
+        if section.options:
+            fields = {k: int(v) if isinstance(getattr(self.task.config, k, None), int) else v for k, v in section.options.items()}
+            self.task = get_task(section.task, config=replace(self.task.config, **fields))
         self.train_problems, self.eval_problems = split_problems(
             self.task, section.num_train, section.num_eval, seed=section.seed
         )
@@ -185,20 +102,19 @@ class Pipeline:
         return build_policy(hf_dir, self.cfg.parallel, dtype=_dtype(policy_cfg.dtype), optim=optim, seed=self.cfg.run.seed)
 
     def cold_start(self, start_dir: Path, progress: Callable[[str], None]) -> Path:
-        section = self.cfg.cold_start
+        section = self.cfg.sft
         if section.epochs <= 0:
             return start_dir
         policy = self.build_policy(start_dir, section.lr)
         eos = self.tokenizer.eos_token_id
         traces = cold_start_traces(self.task, self.train_problems, section.trace_noise, self.cfg.run.seed)
         examples = [(self.tokenizer.encode(self.template(q)), self.tokenizer.encode(r) + [eos]) for q, r in traces]
-        config = SFTConfig(epochs=section.epochs, batch_size=section.batch_size, micro_batch_size=section.batch_size)
 
         def on_step(step: int, metrics: dict[str, float]) -> None:
             self.logger.log(step, metrics, phase="sft")
             progress(f"sft step {step}: nll {metrics['loss']:.3f}")
 
-        run_sft(policy, examples, config, on_step=on_step)
+        run_sft(policy, examples, section, on_step=on_step)
         out = self.run_dir / "sft"
         policy.export_hf(out)
         self.tokenizer.save_pretrained(out)

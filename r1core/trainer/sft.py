@@ -7,26 +7,12 @@ context only), computed through the same fused log-prob head as the RL loss.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from r1core.trainer.config import SFTConfig
 from r1core.trainer.samples import response_mask
-
-
-@dataclass
-class SFTConfig:
-    """Settings of a supervised pass."""
-
-    epochs: float = 1.0
-    """Passes over the examples (fractions allowed)."""
-    batch_size: int = 32
-    """Examples per optimiser step."""
-    micro_batch_size: int = 32
-    """Examples per forward/backward."""
-    seed: int = 0
-    """Shuffling seed."""
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
@@ -86,3 +72,40 @@ def run_sft(
         if on_step is not None:
             on_step(step, metrics)
     return history
+
+
+def run(cfg: Any) -> int:
+    """``r1core sft``: fine-tune ``policy.hf_dir`` on the jsonl traces ``sft.traces``
+    (rows ``{"prompt": ..., "response": ...}``; the prompt is used as written, already
+    templated) and write the result to ``<run dir>/final``."""
+    from pathlib import Path
+
+    from r1core._extras import require
+    from r1core.data.loaders import load_problems
+    from r1core.models import OptimConfig, build_policy
+    from r1core.trainer.run_logger import RunLogger
+
+    if not cfg.policy.hf_dir or not cfg.sft.traces:
+        raise ValueError("r1core sft needs policy.hf_dir (the model) and sft.traces (a jsonl of prompt/response rows)")
+    transformers = require("transformers", extra="policy", feature="r1core sft")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.policy.hf_dir)
+    # The loader's problem/answer fields carry the prompt and the response here; it names
+    # the file and line of any malformed row.
+    rows = load_problems(cfg.sft.traces, fields={"problem": "prompt", "answer": "response"}, keep_meta=False)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    examples = [
+        (tokenizer.encode(row.problem, add_special_tokens=False), tokenizer.encode(row.answer, add_special_tokens=False) + eos)
+        for row in rows
+    ]
+    dtype = {"auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.policy.dtype]
+    policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=dtype, seed=cfg.run.seed,
+                          optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
+    run_dir = Path(cfg.run.directory)
+    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard)
+    history = run_sft(policy, examples, cfg.sft, on_step=lambda step, metrics: logger.log(step, metrics, phase="sft"))
+    out = policy.export_hf(run_dir / "final")
+    tokenizer.save_pretrained(out)
+    logger.write_summary({"steps": len(history), "final_nll": history[-1]["loss"], "examples": len(examples), "checkpoint": str(out)})
+    logger.close()
+    return 0
