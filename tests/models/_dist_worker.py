@@ -1,0 +1,37 @@
+"""Entry point for the distributed tests: ``torchrun --nproc_per_node 2 _dist_worker.py
+HF_DIR OUT_FILE tensor pipeline expert``. Every rank runs the workload; global rank 0 saves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from workload import run  # noqa: E402
+
+
+def main() -> None:
+    hf_dir, out_file, tensor, pipeline, expert = sys.argv[1:6]
+    from r1core.models import OptimConfig, ParallelConfig, build_policy
+    from r1core.models.parallel import destroy_distributed
+
+    parallel = ParallelConfig(tensor=int(tensor), pipeline=int(pipeline), expert=int(expert))
+    policy = build_policy(hf_dir, parallel, optim=OptimConfig(lr=1e-3, clip_grad=1.0))
+    out: dict = {"world": dist.get_world_size()}
+    run(policy, out)
+    # Every rank's iter_hf_weights must give the same full tensors; rank 0 keeps its own.
+    names = [name for name, _ in policy.iter_hf_weights()]
+    out["hf_names"] = names
+    export_dir = Path(out_file).with_suffix(".export")
+    policy.export_hf(export_dir)
+    if dist.get_rank() == 0:
+        torch.save(out, out_file)
+    destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()
