@@ -77,7 +77,7 @@ def _provisional_logprobs(hidden, weight, labels, *, temperature, return_entropy
     """PROVISIONAL stand-in with the op's semantics (materialises local logits); removed once
     r1core.ops.fused_logprobs exists."""
 
-    class _Reduce(torch.autograd.Function):
+    class _Reduce(torch.autograd.Function):  # identity forward, all-reduce backward
         @staticmethod
         def forward(ctx, x):
             return x
@@ -89,31 +89,38 @@ def _provisional_logprobs(hidden, weight, labels, *, temperature, return_entropy
                 dist.all_reduce(g, group=tp_group)
             return g
 
+    class _Sum(torch.autograd.Function):  # all-reduce forward, identity backward
+        @staticmethod
+        def forward(ctx, x):
+            x = x.clone()
+            dist.all_reduce(x, group=tp_group)
+            return x
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
     h = _Reduce.apply(hidden.float())
     logits = (h @ weight.float().t()) / temperature
     local_max = logits.max(dim=-1).values.detach()
     gmax = local_max.clone()
     if tp_group is not None:
         dist.all_reduce(gmax, op=dist.ReduceOp.MAX, group=tp_group)
-    sumexp = torch.exp(logits - gmax[:, None]).sum(-1)
+    shifted = torch.exp(logits - gmax[:, None])
+    sumexp = shifted.sum(-1)
+    weighted = (shifted * logits).sum(-1)  # sum_v exp(l_v - m) l_v, for the entropy
     local = labels - vocab_start
     inside = (local >= 0) & (local < weight.shape[0])
     target = logits.gather(1, local.clamp(0, weight.shape[0] - 1)[:, None]).squeeze(1) * inside
     if tp_group is not None:
-        from torch.distributed.nn.functional import all_reduce
-
-        sumexp = all_reduce(sumexp, group=tp_group)
-        target = all_reduce(target, group=tp_group)
+        # Every all-reduced statistic feeds only replicated values below, so an identity
+        # backward gives each rank the complete gradient of its local terms.
+        sumexp, weighted, target = _Sum.apply(sumexp), _Sum.apply(weighted), _Sum.apply(target)
     lse = gmax + torch.log(sumexp)
     logp = target - lse
     if not return_entropy:
         return logp
-    p = torch.exp(logits - lse[:, None])
-    ent = -(p * (logits - lse[:, None])).sum(-1)
-    if tp_group is not None:
-        from torch.distributed.nn.functional import all_reduce
-
-        ent = all_reduce(ent, group=tp_group)
+    ent = lse - weighted / sumexp
     return logp, ent
 
 
@@ -142,6 +149,19 @@ class PolicyGPTModel(GPTModel):
                 cp_group=self.pg_collection.cp,
             )
         self.head_options: dict[str, Any] = {"temperature": 1.0, "return_entropy": False}
+
+    def setup_embeddings_and_output_layer(self) -> None:
+        """Megatron's set-up, minus its start-up copy of the tied embedding to the last pipeline
+        stage when there is no CUDA (that copy moves the weight to the GPU first). The copy is
+        not needed here: both stages load the embedding from the checkpoint."""
+        if torch.cuda.is_available():
+            return super().setup_embeddings_and_output_layer()
+        embedding_group = getattr(self, "embd_group", None)
+        self.embd_group = None  # "not in the embedding group": skips only the start-up all-reduce
+        try:
+            super().setup_embeddings_and_output_layer()
+        finally:
+            self.embd_group = embedding_group
 
     def output_weight(self) -> torch.Tensor:
         """This rank's ``[V_local, H]`` slice of the output weight (tied or not)."""

@@ -186,17 +186,19 @@ class Trainer:
                 grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)
                 dist.all_reduce(grad, group=ps.get_embedding_group())
                 weight.grad = grad
+        # Megatron DDP's scaling: every gradient is divided by the dense data-parallel size;
+        # expert gradients are summed over the expert data-parallel group (the dispatcher's
+        # backward already summed the contributions of the other expert-parallel ranks' tokens).
         dense_dp = ps.get_data_parallel_world_size()
-        expert_dp = ps.get_expert_data_parallel_world_size()
         for p in self.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             expert = not getattr(p, "allreduce", True)
-            size = expert_dp if expert else dense_dp
-            if size > 1:
-                group = ps.get_expert_data_parallel_group() if expert else ps.get_data_parallel_group()
+            group = ps.get_expert_data_parallel_group() if expert else ps.get_data_parallel_group()
+            if dist.get_world_size(group) > 1:
                 dist.all_reduce(p.grad, group=group)
-                p.grad.div_(size)
+            if dense_dp > 1:
+                p.grad.div_(dense_dp)
 
     def _cpu_grad_norm(self) -> torch.Tensor:
         """Global L2 norm over all model-parallel shards, tensor-parallel duplicates once."""

@@ -295,7 +295,20 @@ def load_into(model: torch.nn.Module, reader: SafetensorsReader, ctx: ShardConte
                     f"the model expects {tuple(param.shape)} (from {mapping.hf_names})"
                 )
             param.copy_(local.to(param.dtype))
+            mark_partitioned(param, mapping)
     return used
+
+
+def mark_partitioned(param: torch.nn.Parameter, mapping: ParamMap) -> None:
+    """Set Megatron's ``tensor_model_parallel``/``partition_dim`` attributes. Megatron sets them
+    only inside its weight initialisers, which are skipped (``perform_initialization=False``)
+    because the checkpoint supplies the values; gradient-norm and optimiser code read them to
+    count each shard once."""
+    if mapping.kind == "replicated":
+        return
+    param.tensor_model_parallel = True
+    param.partition_dim = 1 if mapping.kind == "row" else 0
+    param.partition_stride = 1
 
 
 def check_coverage(reader_keys: list[str], used: set[str], ignore: Callable[[str], bool]) -> None:
