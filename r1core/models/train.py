@@ -207,6 +207,8 @@ class Trainer:
         dense = torch.zeros((), dtype=torch.float64)
         expert = torch.zeros((), dtype=torch.float64)
         for p in self.parameters():
+            if getattr(p, "shared", False):
+                continue  # the last stage's copy of the tied embedding: counted on the first
             is_expert = not getattr(p, "allreduce", True)
             sharded = getattr(p, "tensor_model_parallel", False)
             if not sharded and (etp_rank if is_expert else tp_rank) != 0:
