@@ -21,6 +21,8 @@ require("megatron.core", extra="policy", feature="r1core.models")
 from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding  # noqa: E402
 from megatron.core.models.gpt.gpt_model import GPTModel  # noqa: E402
 
+from r1core.ops import fused_logprobs  # noqa: E402
+
 
 class HostRotaryEmbedding(RotaryEmbedding):
     """Megatron's rotary table computed on the device ``inv_freq`` lives on. The stock
@@ -63,65 +65,6 @@ class _GatherSequenceParallel(torch.autograd.Function):
 def gather_sequence_parallel(local: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     """See :class:`_GatherSequenceParallel`."""
     return _GatherSequenceParallel.apply(local, group)
-
-
-def _fused_logprobs():
-    try:
-        from r1core.ops import fused_logprobs
-    except ImportError:  # PROVISIONAL until r1core.ops.fused_logprobs is merged
-        return _provisional_logprobs
-    return fused_logprobs
-
-
-def _provisional_logprobs(hidden, weight, labels, *, temperature, return_entropy, tp_group, vocab_start):
-    """PROVISIONAL stand-in with the op's semantics (materialises local logits); removed once
-    r1core.ops.fused_logprobs exists."""
-
-    class _Reduce(torch.autograd.Function):  # identity forward, all-reduce backward
-        @staticmethod
-        def forward(ctx, x):
-            return x
-
-        @staticmethod
-        def backward(ctx, g):
-            g = g.clone()
-            if tp_group is not None:
-                dist.all_reduce(g, group=tp_group)
-            return g
-
-    class _Sum(torch.autograd.Function):  # all-reduce forward, identity backward
-        @staticmethod
-        def forward(ctx, x):
-            x = x.clone()
-            dist.all_reduce(x, group=tp_group)
-            return x
-
-        @staticmethod
-        def backward(ctx, g):
-            return g
-
-    h = _Reduce.apply(hidden.float())
-    logits = (h @ weight.float().t()) / temperature
-    local_max = logits.max(dim=-1).values.detach()
-    gmax = local_max.clone()
-    if tp_group is not None:
-        dist.all_reduce(gmax, op=dist.ReduceOp.MAX, group=tp_group)
-    shifted = torch.exp(logits - gmax[:, None])
-    sumexp = shifted.sum(-1)
-    weighted = (shifted * logits).sum(-1)  # sum_v exp(l_v - m) l_v, for the entropy
-    local = labels - vocab_start
-    inside = (local >= 0) & (local < weight.shape[0])
-    target = logits.gather(1, local.clamp(0, weight.shape[0] - 1)[:, None]).squeeze(1) * inside
-    if tp_group is not None:
-        # Every all-reduced statistic feeds only replicated values below, so an identity
-        # backward gives each rank the complete gradient of its local terms.
-        sumexp, weighted, target = _Sum.apply(sumexp), _Sum.apply(weighted), _Sum.apply(target)
-    lse = gmax + torch.log(sumexp)
-    logp = target - lse
-    if not return_entropy:
-        return logp
-    ent = lse - weighted / sumexp
-    return logp, ent
 
 
 class PolicyGPTModel(GPTModel):
@@ -191,7 +134,9 @@ class PolicyGPTModel(GPTModel):
         valid = max(0, min(rows, self.true_vocab_size - vocab_start))
         if valid < rows:  # padded vocabulary rows (at the end of the last ranks' slices)
             weight = weight[:valid]
-        result = _fused_logprobs()(
+        # The op's own label check assumes equal slices; the last ranks' slices are cut at the
+        # true vocabulary here, and Policy.make_batch has already checked every id against it.
+        result = fused_logprobs(
             flat_hidden,
             weight,
             flat_labels,
@@ -199,6 +144,7 @@ class PolicyGPTModel(GPTModel):
             return_entropy=self.head_options["return_entropy"],
             tp_group=tp_group if tp_size > 1 else None,
             vocab_start=vocab_start,
+            validate=False,
         )
         if isinstance(result, tuple):
             logp, entropy = result

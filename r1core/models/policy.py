@@ -99,6 +99,7 @@ class Policy:
         """Turn ``[B, T]`` ids (optionally with ``lengths [B]``) or a list of 1-D id tensors into
         model inputs. With lengths or a list, sequences are packed end to end (``thd``: no
         padding is computed on); otherwise the ``[B, T]`` block is run as is."""
+        self._check_ids(input_ids)
         if isinstance(input_ids, torch.Tensor) and lengths is None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
@@ -145,6 +146,18 @@ class Policy:
         )
         return Batch(ids[None], positions[None], labels[None], lengths_t, packed,
                      len(lengths_t), int(lengths_t.max()))
+
+    def _check_ids(self, input_ids: torch.Tensor | Sequence[torch.Tensor]) -> None:
+        # One host read of min/max (a synchronisation if the ids are already on the GPU).
+        for ids in [input_ids] if isinstance(input_ids, torch.Tensor) else input_ids:
+            ids = torch.as_tensor(ids)
+            if ids.is_floating_point():
+                raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.spec.vocab_size):
+                raise ValueError(
+                    f"token ids must lie in [0, {self.spec.vocab_size}), got "
+                    f"[{int(ids.min())}, {int(ids.max())}]"
+                )
 
     def unpack(self, flat: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Model output ``[1, total]`` (packed) or ``[B, T]`` -> ``[B, T-1]`` next-token values;

@@ -20,7 +20,12 @@ def main() -> None:
     from r1core.models import OptimConfig, ParallelConfig, build_policy
     from r1core.models.parallel import destroy_distributed
 
-    parallel = ParallelConfig(tensor=int(tensor), pipeline=int(pipeline), expert=int(expert))
+    import os
+
+    # Sequence parallelism (GPU runs only): set R1CORE_TEST_SEQUENCE_PARALLEL to the tensor size.
+    sequence_parallel = int(tensor) > 1 and os.environ.get("R1CORE_TEST_SEQUENCE_PARALLEL") == tensor
+    parallel = ParallelConfig(tensor=int(tensor), pipeline=int(pipeline), expert=int(expert),
+                              sequence_parallel=sequence_parallel)
     policy = build_policy(hf_dir, parallel, optim=OptimConfig(lr=1e-3, clip_grad=1.0))
     out: dict = {"world": dist.get_world_size()}
     run(policy, out)

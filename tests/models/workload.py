@@ -27,13 +27,14 @@ def micro_batches() -> list[dict[str, Any]]:
 def loss_fn(logp: torch.Tensor, entropy: torch.Tensor | None, mb: dict[str, Any]):
     """A policy-gradient-shaped loss: -(A * logp) token mean, minus a small entropy bonus."""
     batch, steps = logp.shape
+    device = logp.device
     if "lengths" in mb:
-        mask = torch.arange(steps)[None, :] < (mb["lengths"][:, None] - 1)
+        mask = torch.arange(steps, device=device)[None, :] < (mb["lengths"].to(device)[:, None] - 1)
     else:
-        mask = torch.ones(batch, steps, dtype=torch.bool)
+        mask = torch.ones(batch, steps, dtype=torch.bool, device=device)
     mask = mask.float()
-    pg = -(logp * mb["advantages"][:, None] * mask).sum() / mask.sum()
-    ent = (entropy * mask).sum() / mask.sum() if entropy is not None else torch.zeros(())
+    pg = -(logp * mb["advantages"].to(device)[:, None] * mask).sum() / mask.sum()
+    ent = (entropy * mask).sum() / mask.sum() if entropy is not None else torch.zeros((), device=device)
     return pg - 0.01 * ent, {"entropy": ent.detach(), "pg": pg.detach()}
 
 
