@@ -9,7 +9,7 @@ norm, pipeline hand-off) is Megatron's.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist

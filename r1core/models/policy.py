@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import torch.distributed as dist
 
 from r1core._extras import require
 
@@ -364,4 +363,4 @@ def copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
 
 
-__all__ = ["Policy", "build_policy", "Batch", "LossFn", "copy_side_files", "dist"]
+__all__ = ["Batch", "LossFn", "Policy", "build_policy", "copy_side_files"]

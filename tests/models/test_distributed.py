@@ -15,13 +15,18 @@ from workload import run
 
 HERE = Path(__file__).parent
 LAYOUTS = {
-    # name: (checkpoint, tensor, pipeline, expert)
-    "tp2_dense": ("qwen2", 2, 1, 1),
-    "tp2_tied": ("qwen2_tied", 2, 1, 1),
-    "pp2_tied": ("qwen2_tied", 1, 2, 1),
-    "pp2_moe": ("qwen3_moe", 1, 2, 1),
-    "ep2_moe": ("qwen3_moe", 1, 1, 2),
+    # name: (checkpoint, tensor, pipeline, expert, processes)
+    "tp2_dense": ("qwen2", 2, 1, 1, 2),
+    "tp2_tied": ("qwen2_tied", 2, 1, 1, 2),
+    "pp2_tied": ("qwen2_tied", 1, 2, 1, 2),
+    "pp2_moe": ("qwen3_moe", 1, 2, 1, 2),
+    "ep2_moe": ("qwen3_moe", 1, 1, 2, 2),
+    # Products (4 processes on the CPU runner: slow).
+    "tp2_pp2_tied": ("qwen2_tied", 2, 2, 1, 4),
+    "pp2_ep2_moe": ("qwen3_moe", 1, 2, 2, 4),
+    "ep2_dp2_moe": ("qwen3_moe", 1, 1, 2, 4),
 }
+SLOW = {"tp2_pp2_tied", "pp2_ep2_moe", "ep2_dp2_moe"}
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +40,24 @@ def references(checkpoints):
     return refs
 
 
-def launch(hf_dir: Path, out: Path, tensor: int, pipeline: int, expert: int) -> list[dict]:
+def launch(hf_dir: Path, out: Path, tensor: int, pipeline: int, expert: int, procs: int) -> list[dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
            "--master_port", str(29500 + os.getpid() % 1000), str(HERE / "_dist_worker.py"),
            str(hf_dir), str(out), str(tensor), str(pipeline), str(expert)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-    return [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(2)]
+    return [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(procs)]
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(
+    "layout", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in LAYOUTS]
+)
 def test_layout_matches_single_process(layout, checkpoints, references, tmp_path):
-    kind, tensor, pipeline, expert = LAYOUTS[layout]
+    kind, tensor, pipeline, expert, procs = LAYOUTS[layout]
     ref = references[kind]
-    ranks = launch(checkpoints[kind], tmp_path / layout, tensor, pipeline, expert)
+    ranks = launch(checkpoints[kind], tmp_path / layout, tensor, pipeline, expert, procs)
     for out in ranks:  # every rank gets the log-probs (broadcast from the last stage under PP)
         for key in ("logp", "logp_packed", "logp_t", "entropy_t"):
             torch.testing.assert_close(out[key], ref[key], atol=1e-5, rtol=0, msg=f"{layout} {key}")
@@ -61,10 +68,13 @@ def test_layout_matches_single_process(layout, checkpoints, references, tmp_path
             if name in grads:  # replicas (TP/EP groups) must agree exactly
                 torch.testing.assert_close(grad, grads[name], atol=0, rtol=0, msg=name)
             grads[name] = grad
-    if kind == "qwen2_tied" and pipeline > 1:
-        # The tied embedding's gradient lives on both stages; the first stage's holds the sum.
-        pass
     assert sorted(grads) == sorted(ref["grads"])
+    # iter_hf_weights: each name once per rank; the union over stages is the whole model.
+    names = set()
+    for out in ranks:
+        assert len(out["hf_names"]) == len(set(out["hf_names"]))
+        names.update(out["hf_names"])
+    assert names == set(ref["grads"])
     for name, grad in ref["grads"].items():
         torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-4, msg=f"{layout} grad {name}")
     last = ranks[-1]
