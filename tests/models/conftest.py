@@ -21,13 +21,20 @@ def write_checkpoint(kind: str, out: Path, *, max_shard_size: str | None = None)
                   num_key_value_heads=2, max_position_embeddings=256)
     if kind in ("qwen2", "qwen2_tied"):
         config = Qwen2Config(intermediate_size=128, tie_word_embeddings=kind == "qwen2_tied", **common)
+    elif kind == "qwen2_head64":  # vLLM's CPU attention needs head_dim >= 32
+        config = Qwen2Config(**{**common, "hidden_size": 128, "num_attention_heads": 2,
+                                "num_key_value_heads": 1}, intermediate_size=256, tie_word_embeddings=True)
+    elif kind == "qwen3_moe_head64":
+        config = Qwen3MoeConfig(**{**common, "hidden_size": 128, "num_attention_heads": 2,
+                                   "num_key_value_heads": 1}, intermediate_size=96, moe_intermediate_size=32,
+                                head_dim=64, num_local_experts=4, num_experts_per_tok=2, norm_topk_prob=True)
     elif kind == "qwen3_moe":
         config = Qwen3MoeConfig(intermediate_size=96, moe_intermediate_size=32, head_dim=16,
                                 num_local_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
                                 tie_word_embeddings=False, **common)
     else:
         raise ValueError(kind)
-    torch.manual_seed({"qwen2": 1, "qwen2_tied": 2, "qwen3_moe": 3}[kind])
+    torch.manual_seed({"qwen2": 1, "qwen2_tied": 2, "qwen3_moe": 3, "qwen2_head64": 4, "qwen3_moe_head64": 5}[kind])
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # larger weights than the 0.02 default so the test has teeth
         for name, param in model.named_parameters():
