@@ -30,8 +30,8 @@ class ParallelConfig:
     tensor: tensor-parallel size (attention heads, MLP columns and the vocabulary are split).
     pipeline: pipeline-parallel size (contiguous blocks of layers per stage).
     expert: expert-parallel size (MoE experts split across ranks).
-    expert_tensor: tensor-parallel size inside each expert; None means 1 (Megatron's
-        recommended setting for fine-grained experts).
+    expert_tensor: tensor-parallel size inside each expert; None means the same as ``tensor``
+        (Megatron-Core's default; 1 is the usual choice for fine-grained experts).
     sequence_parallel: split the sequence dimension of the activations outside attention and
         MLP across the tensor-parallel group (needs ``tensor > 1``; Megatron requires it for
         MoE with ``tensor > 1`` in training).
@@ -48,7 +48,20 @@ class ParallelConfig:
 
     @property
     def expert_tensor_size(self) -> int:
-        return 1 if self.expert_tensor is None else self.expert_tensor
+        return self.tensor if self.expert_tensor is None else self.expert_tensor
+
+    @classmethod
+    def coerce(cls, layout: Any) -> "ParallelConfig":
+        """A :class:`ParallelConfig` from any object with the same field names (for example the
+        launcher's layout config). Fields the policy cannot honour raise a clear error."""
+        if isinstance(layout, cls):
+            return layout
+        for name, unsupported in (("context", 1), ("virtual_pipeline", None)):
+            value = getattr(layout, name, unsupported)
+            if value not in (unsupported, 0) and not (name == "virtual_pipeline" and value == 1):
+                raise ParallelLayoutError(f"the policy does not support {name}={value!r} yet")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: getattr(layout, name) for name in fields if hasattr(layout, name)})
 
     def data_parallel_size(self, world_size: int) -> int:
         """Number of data-parallel replicas of the dense part for ``world_size`` processes."""

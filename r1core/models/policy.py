@@ -285,13 +285,14 @@ def build_policy(
     """Build the policy from a Hugging Face checkpoint folder.
 
     hf_dir: folder with ``config.json`` and ``model.safetensors`` (or shards with an index).
-    parallel: layout (default: one process). Checked against the world size and the model
+    parallel: layout (default: one process); any object with ParallelConfig's field names is
+        accepted (see :meth:`ParallelConfig.coerce`). Checked against the world size and the model
         before anything is built (:class:`r1core.models.parallel.ParallelLayoutError`).
     dtype: parameter dtype (``torch.bfloat16`` on GPU, ``torch.float32`` on CPU).
     optim: optimiser settings used by :meth:`Policy.train_step`.
     use_transformer_engine: None picks TE when it is installed and CUDA is present.
     """
-    parallel = parallel or ParallelConfig()
+    parallel = ParallelConfig.coerce(parallel) if parallel is not None else ParallelConfig()
     hf_dir = Path(hf_dir)
     hf_config = load_hf_config(hf_dir)
     spec = model_spec_from_hf(hf_config)

@@ -90,3 +90,14 @@ def test_build_policy_rejects_bad_layout_before_any_work(checkpoints, tmp_path):
         build_policy(checkpoints["qwen2"], ParallelConfig(tensor=2))
     with pytest.raises(FileNotFoundError, match="config.json"):
         build_policy(tmp_path)
+
+
+def test_coerce_from_another_layout_object():
+    from types import SimpleNamespace
+
+    other = SimpleNamespace(tensor=2, pipeline=1, expert=2, expert_tensor=None, context=1,
+                            virtual_pipeline=None, sequence_parallel=True, data=0)
+    layout = ParallelConfig.coerce(other)
+    assert (layout.tensor, layout.expert, layout.expert_tensor_size, layout.sequence_parallel) == (2, 2, 2, True)
+    with pytest.raises(ParallelLayoutError, match="context=2"):
+        ParallelConfig.coerce(SimpleNamespace(tensor=1, context=2))
