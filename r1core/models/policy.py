@@ -234,6 +234,20 @@ class Policy:
         return self.trainer.train_step(micro_batches, loss_fn, temperature=temperature,
                                        return_entropy=return_entropy)
 
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's model shard and optimiser state, for checkpoints (tensors on CPU)."""
+        # A snapshot: the optimiser's state dict holds references to tensors the next step
+        # updates in place, so copy them out.
+        snapshot = lambda t: t.detach().cpu().clone() if isinstance(t, torch.Tensor) else t  # noqa: E731
+        model = {k: snapshot(v) for k, v in self.model.state_dict().items() if v is not None}
+        optimizer = torch.utils._pytree.tree_map(snapshot, self.trainer.optimizer().state_dict())
+        return {"model": model, "optimizer": optimizer}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (same layout and rank)."""
+        self.model.load_state_dict(state["model"])
+        self.trainer.optimizer().load_state_dict(state["optimizer"])
+
     # ------------------------------------------------------------------ MoE routing
 
     def record_routing(self) -> contextlib.AbstractContextManager[list[list[torch.Tensor]]]:

@@ -169,6 +169,14 @@ class Trainer:
             result.update({k: v / len(micro_batches) for k, v in metrics_sum.items()})
         return result
 
+    def optimizer(self) -> Any:
+        """The optimiser of this engine, created on first use (AdamW on CPU, Megatron's on CUDA)."""
+        if self.cuda:
+            from r1core.models.train_cuda import _setup
+
+            return _setup(self)[1]
+        return self._cpu_optimizer()
+
     def _cpu_optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
             c = self.optim_config
