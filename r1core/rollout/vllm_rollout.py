@@ -268,6 +268,19 @@ class VLLMRollout:
         self._num_syncs += 1
         return SyncStats(version, *counts, time.perf_counter() - start)
 
+    def set_bucket_bytes(self, bucket_bytes: int) -> None:
+        """Change the bucket bound; the staging buffer is re-made at the next sync."""
+        if bucket_bytes <= 0:
+            raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+        self.config = replace(self.config, bucket_bytes=bucket_bytes)
+        if self._transfer_ready:
+            # The worker drops its mapping of the old file, so its pages can go.
+            self.llm.collective_rpc("shutdown_weight_transfer_engine")
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+        self._transfer_ready = False
+
     def _init_transfer(self) -> None:
         """Hand the worker its side of the transport, once per engine."""
         if self._transfer_ready:
@@ -313,8 +326,9 @@ class VLLMRollout:
                 "shapes": [list(t.shape) for _, t in bucket],
                 "ipc_handles": [{uuid: reduce_tensor(t)[1]} for _, t in bucket],
             }
-            self.llm.collective_rpc("update_weights", kwargs={"update_info": info})
+            # The copies to these tensors must be complete before the worker reads them.
             torch.cuda.synchronize()
+            self.llm.collective_rpc("update_weights", kwargs={"update_info": info})
             bucket, used = [], 0
             num_buckets += 1
 

@@ -64,23 +64,22 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fresh_reference(checkpoints):
-    """Greedy outputs of a fresh engine started on the updated weights, per kind."""
+    """Greedy outputs of a fresh engine started on the updated weights, per kind.
+
+    Call it while no other in-process engine is alive: closing an in-process engine
+    tears down vLLM's process-wide parallel state (and a dense model's state lacks the
+    expert-parallel group a MoE engine needs), so each reference engine is started and
+    closed on its own.
+    """
     from r1core.rollout import VLLMRollout
 
     cache: dict[str, list] = {}
-    # Closing an in-process engine tears down vLLM's process-wide parallel state, which
-    # the other live engines still use; the reference engines stay open (idle, tiny)
-    # until the session ends.
-    engines: list = []
 
     def get(kind: str):
         if kind not in cache:
-            engine = VLLMRollout(checkpoints(kind).updated_dir, max_model_len=MAX_MODEL_LEN,
-                                 dtype="float32")
-            engines.append(engine)
-            cache[kind] = greedy(engine)
+            with VLLMRollout(checkpoints(kind).updated_dir, max_model_len=MAX_MODEL_LEN,
+                             dtype="float32") as engine:
+                cache[kind] = greedy(engine)
         return cache[kind]
 
-    yield get
-    for engine in engines:
-        engine.close()
+    return get

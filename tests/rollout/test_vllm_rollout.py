@@ -15,10 +15,11 @@ from tests.rollout.conftest import KINDS, MAX_MODEL_LEN, MAX_TOKENS, PROMPTS, gr
 
 
 @pytest.fixture(scope="module", params=KINDS)
-def synced(request, checkpoints):
+def synced(request, checkpoints, fresh_reference):
     """An engine started on the initial weights, then synced to the updated ones."""
     kind = request.param
     ckpt = checkpoints(kind)
+    fresh_reference(kind)  # before this engine exists (see the fixture's note)
     engine = VLLMRollout(ckpt.initial_dir, max_model_len=MAX_MODEL_LEN, dtype="float32",
                          bucket_bytes=64 * 1024)
     before = greedy(engine)  # fills the prefix cache with blocks of the old weights
@@ -129,3 +130,24 @@ def test_generate_rejects_bad_input(synced):
         engine.generate([[1] * MAX_MODEL_LEN], n=1, max_tokens=4, temperature=1.0)
     with pytest.raises(ValueError, match="empty"):
         engine.generate([[]], n=1, max_tokens=4, temperature=1.0)
+
+
+def test_cpu_refreshes_are_what_makes_the_sync_exact(synced, checkpoints, fresh_reference,
+                                                     monkeypatch):
+    """Negative control for the two CPU traps: without r1core's refresh, vLLM's reload
+    leaves a tied LM head (qwen2_tied) or the MoE experts' packed layout (qwen3_moe)
+    stale and the outputs differ from a fresh engine. If this starts failing, vLLM now
+    refreshes them itself and the workaround can go."""
+    from r1core.rollout import weight_transfer
+
+    kind, engine, _, _ = synced
+    trap = {"qwen2_tied": "refresh_tied_lm_head", "qwen3_moe": "refresh_cpu_moe_prepack"}
+    if kind not in trap:
+        pytest.skip("no CPU refresh applies to this model")
+    model = checkpoints(kind).updated_model
+    with monkeypatch.context() as patch:
+        patch.setattr(weight_transfer, trap[kind], lambda module: 0)
+        engine.sync_weights(ModuleWeightSource(model))
+        assert greedy(engine) != fresh_reference(kind)
+    engine.sync_weights(ModuleWeightSource(model))
+    assert greedy(engine) == fresh_reference(kind)
