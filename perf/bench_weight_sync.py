@@ -161,8 +161,8 @@ def main() -> None:
     result = {
         "what": "weight sync trainer -> vLLM engine (in-process), CPU, fp32",
         "model": kind, "num_params": num_params,
-        "model_mib": sum(t.numel() * t.element_size()
-                         for t in model.state_dict().values()) / 2**20,
+        # Unique parameters: a tied LM head is counted once.
+        "model_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
         "largest_tensor_mib": largest / 2**20,
         "timing_bucket_mib": args.timing_bucket_mib, "repeats": args.repeats,
         "first_sync_s": first.seconds,

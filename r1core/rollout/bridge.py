@@ -14,11 +14,15 @@ sees one sender per model part):
   gathering a parameter's shards is a collective. Only the group's leader (TP rank 0, EP
   rank 0, DP rank 0) receives the full tensor and calls ``sync_weights``; the others
   iterate the source for its collectives and drop the results.
-* With pipeline parallelism each stage holds its own layers. Each stage's leader streams
-  its own layers (Hugging Face names carry global layer indices, so the engine needs no
-  stage map). The stages send one after another inside one
-  ``start_weight_update``/``finish_weight_update`` pair, driven by the global rank 0, so
-  the coverage check at ``finish`` sees the whole model.
+* With pipeline parallelism each stage holds its own layers, and each stage's leader
+  streams its own layers, one parameter at a time (Hugging Face names carry global
+  layer indices, so the engine needs no stage map). The engine connection and the
+  staging buffer belong to one sender, the global rank 0: the other stage leaders send
+  their parameters to it point-to-point over the trainer's process group, stage after
+  stage, inside one ``start_weight_update``/``finish_weight_update`` pair, so rank 0
+  holds at most one parameter plus one bucket and the coverage check at ``finish``
+  sees the whole model. (With CUDA IPC each stage leader on the engine's node could
+  instead hand over its own handles; that path is not built yet.)
 * All other ranks wait at a barrier until the sync returns, then the next rollout starts.
 """
 

@@ -221,9 +221,12 @@ class VLLMRollout:
 
         Tensors are packed into buckets of at most ``config.bucket_bytes`` (a single
         larger tensor travels alone); each bucket is loaded layer by layer before the
-        next one is staged. At the end the engine checks that every parameter was
-        updated (else ``RuntimeError``), refreshes a tied LM head, and the prefix cache
-        is reset so no KV block computed with the old weights is reused.
+        next one is staged. At the end the engine checks that every parameter, and every
+        shard of a fused one, was updated (else ``RuntimeError``, and the version is
+        tagged ``"<version>-incomplete"``), refreshes on CPU what the reload leaves stale
+        (a tied LM head, packed MoE experts), and the prefix cache is reset so no KV
+        block computed with the old weights is reused. With engine TP > 1 every engine
+        worker reads the same full tensors and keeps its own shard.
 
         Call on the sending rank only (see ``bridge.py`` for TP/PP/EP).
         """

@@ -132,22 +132,30 @@ def test_generate_rejects_bad_input(synced):
         engine.generate([[]], n=1, max_tokens=4, temperature=1.0)
 
 
+@pytest.mark.parametrize("refresh", ["refresh_tied_lm_head", "refresh_cpu_moe_prepack"])
 def test_cpu_refreshes_are_what_makes_the_sync_exact(synced, checkpoints, fresh_reference,
-                                                     monkeypatch):
-    """Negative control for the two CPU traps: without r1core's refresh, vLLM's reload
-    leaves a tied LM head (qwen2_tied) or the MoE experts' packed layout (qwen3_moe)
-    stale and the outputs differ from a fresh engine. If this starts failing, vLLM now
-    refreshes them itself and the workaround can go."""
+                                                     monkeypatch, refresh):
+    """Negative control for the two CPU traps. The engine goes back to the initial
+    weights: without r1core's refresh, vLLM's reload leaves a tied LM head's packed copy
+    (qwen2_tied) or the MoE experts' packed layout (qwen3_moe) stale, and the outputs
+    differ from those the engine gave when it was started on these weights; with the
+    refresh they are equal again. If the first check starts failing, vLLM now refreshes
+    that part itself and the workaround can go."""
+    from transformers import AutoModelForCausalLM
+
     from r1core.rollout import weight_transfer
 
-    kind, engine, _, _ = synced
-    trap = {"qwen2_tied": "refresh_tied_lm_head", "qwen3_moe": "refresh_cpu_moe_prepack"}
-    if kind not in trap:
-        pytest.skip("no CPU refresh applies to this model")
-    model = checkpoints(kind).updated_model
+    kind, engine, before, _ = synced
+    applies = {"qwen2_tied": "refresh_tied_lm_head", "qwen3_moe": "refresh_cpu_moe_prepack"}
+    if applies.get(kind) != refresh:
+        pytest.skip(f"{refresh} does not apply to {kind}")
+    initial = AutoModelForCausalLM.from_pretrained(checkpoints(kind).initial_dir,
+                                                   dtype=torch.float32)
     with monkeypatch.context() as patch:
-        patch.setattr(weight_transfer, trap[kind], lambda module: 0)
-        engine.sync_weights(ModuleWeightSource(model))
-        assert greedy(engine) != fresh_reference(kind)
-    engine.sync_weights(ModuleWeightSource(model))
+        patch.setattr(weight_transfer, refresh, lambda module: 0)
+        engine.sync_weights(ModuleWeightSource(initial))
+        assert greedy(engine) != before
+    engine.sync_weights(ModuleWeightSource(initial))
+    assert greedy(engine) == before  # back to the fresh engine's outputs, bitwise
+    engine.sync_weights(ModuleWeightSource(checkpoints(kind).updated_model))
     assert greedy(engine) == fresh_reference(kind)
