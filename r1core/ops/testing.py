@@ -1,0 +1,46 @@
+"""Measurement helpers shared by the op tests and the benchmarks.
+
+:func:`peak_memory_bytes` answers "how much memory did this call need above what was live
+before it" on CUDA (the caching allocator's peak counter) and on CPU (the profiler's
+allocation events, which also see the buffers that custom ops allocate internally, unlike a
+``TorchDispatchMode``, which is switched off while a custom op runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+def _cpu_peak_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    # The kineto events carry the signed size of every CPU allocation and free in time
+    # order; the running sum's maximum is the peak above the level at entry.
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return result, peak
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> tuple[Any, int]:
+    """Run ``fn()``; return ``(its result, peak bytes allocated above the level at entry)``.
+
+    Memory that ``fn`` returns (outputs, ``.grad`` fields) counts while it is live, so
+    callers subtract what they expect the outputs to take.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device) - base
+    return _cpu_peak_bytes(fn)
