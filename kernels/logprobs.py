@@ -330,11 +330,11 @@ def logprobs_backward(
     grad_logp: torch.Tensor,
     grad_entropy: torch.Tensor,
     inv_temperature: float,
-    chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES,
+    chunk_budget_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(grad_hidden [N, H], grad_weight [V, H])`` of this shard, in the inputs' dtype; the
     contract of ``r1core.ops.logprobs.logprobs_backward_reference``. Extra memory: see the
-    module docstring."""
+    module docstring; ``chunk_budget_bytes`` defaults to :data:`DEFAULT_CHUNK_BUDGET_BYTES`."""
     check_dtype(hidden)
     num_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
@@ -343,6 +343,8 @@ def logprobs_backward(
         return torch.zeros_like(hidden), grad_weight.zero_()
     has_entropy = grad_entropy.numel() > 0
     grad_hidden = torch.zeros(num_tokens, hidden_size, dtype=torch.float32, device=hidden.device)
+    if chunk_budget_bytes is None:  # read at call time, so that it can be tuned globally
+        chunk_budget_bytes = DEFAULT_CHUNK_BUDGET_BYTES
     chunk = choose_vocab_chunk(num_tokens, vocab, hidden.element_size(), chunk_budget_bytes)
     dlogits = torch.empty(num_tokens, chunk, dtype=hidden.dtype, device=hidden.device)
     # Unused pointers must still be valid tensors for the launcher.
