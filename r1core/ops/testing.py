@@ -16,6 +16,11 @@ import torch
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
     from torch.profiler import ProfilerActivity, profile
 
+    # The profiler remembers blocks it saw allocated, even in earlier sessions, and would
+    # record their late frees (e.g. of buffers the Triton interpreter keeps until its next
+    # launch) as negative usage here. An unprofiled warm-up call releases such leftovers;
+    # blocks allocated outside any session are freed without an event.
+    fn()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     # The kineto events carry the signed size of every CPU allocation and free in time
@@ -33,7 +38,8 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> tupl
     """Run ``fn()``; return ``(its result, peak bytes allocated above the level at entry)``.
 
     Memory that ``fn`` returns (outputs, ``.grad`` fields) counts while it is live, so
-    callers subtract what they expect the outputs to take.
+    callers subtract what they expect the outputs to take. On CPU ``fn`` runs twice (an
+    unprofiled warm-up first), so it must be repeatable.
     """
     device = torch.device(device)
     if device.type == "cuda":
