@@ -227,10 +227,11 @@ def check_dtype(tensor: torch.Tensor) -> None:
 
 
 def _input_precision(dtype: torch.dtype) -> str:
-    # fp32 inputs follow torch's own matmul setting, so triton and torch agree in precision.
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
+    # fp32 inputs follow torch's own matmul setting, so triton and torch agree in precision;
+    # 16-bit inputs have no reduced-precision mode to choose.
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
 
 
 def _num_programs_target(device: torch.device) -> int:

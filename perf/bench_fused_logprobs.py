@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
-    num_tokens = args.tokens or (16384 if on_gpu else 256)
-    hidden_size = args.hidden or (4096 if on_gpu else 256)
-    vocab = args.vocab or (151936 if on_gpu else 4099)
+    num_tokens = args.tokens or (16384 if on_gpu else 128)
+    hidden_size = args.hidden or (4096 if on_gpu else 128)
+    vocab = args.vocab or (151936 if on_gpu else 2053)
     reps = args.reps or (100 if on_gpu else 3)
     flops_fwd = 2.0 * num_tokens * hidden_size * vocab
 

@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
-    batch, length = args.batch or (64 if on_gpu else 8), args.length or (256 if on_gpu else 32)
-    hidden_size = args.hidden or (4096 if on_gpu else 256)
-    vocab = args.vocab or (151936 if on_gpu else 4099)
+    batch, length = args.batch or (64 if on_gpu else 4), args.length or (256 if on_gpu else 32)
+    hidden_size = args.hidden or (4096 if on_gpu else 128)
+    vocab = args.vocab or (151936 if on_gpu else 2053)
     reps = args.reps or (50 if on_gpu else 3)
     num_tokens = batch * length
     flops = 8.0 * num_tokens * hidden_size * vocab
