@@ -28,6 +28,17 @@ size ``H``, a vocabulary chunk of ``V_c`` columns and element size ``e`` bytes:
 The weight gradient of each vocabulary chunk is ONE GEMM ``dlogits^T @ hidden`` whose
 reduction over all N tokens accumulates in fp32 inside the GEMM; only its final result is
 rounded to the weight's dtype, so no fp32 copy of the ``[V, H]`` weight gradient is needed.
+
+Why not one backward kernel with atomics (cut-cross-entropy's design)? Accumulating the
+weight gradient atomically needs an fp32 ``[V, H]`` buffer (2.4 GiB at V=151936, H=4096) or
+lossy 16-bit atomics, and register-resident accumulators over H=4096 do not fit. The chunked
+design pays instead for writing and reading ``dlogits`` (``3 e N V`` bytes, ~15 GB at the
+target shape, ~4.5 ms of HBM time that overlaps the GEMMs) and for read-modify-writing the
+fp32 ``grad_hidden`` once per chunk (``8 N H V / V_c`` bytes).
+
+The fused GRPO loss reuses both primitives unchanged: its per-token ``dL/dlogp`` is an
+``[N]`` vector computed between the two launches, so folding it into this epilogue would
+save nothing measurable.
 """
 
 from __future__ import annotations
@@ -93,6 +104,8 @@ def _logprobs_stats_kernel(
 
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
+    # 64-bit element offsets: V * H (e.g. 262144 x 8192) can exceed 2^31.
+    rows64 = rows.to(tl.int64)
     labels = tl.load(labels_ptr + rows, mask=row_mask, other=-1)
 
     num_tiles = tl.cdiv(V, BLOCK_V)
@@ -108,16 +121,17 @@ def _logprobs_stats_kernel(
     for tile in range(tile_begin, tile_end):
         cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)
         col_mask = cols < V
+        cols64 = cols.to(tl.int64)
         acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
         for k0 in range(0, H, BLOCK_K):
             ks = k0 + offs_k
             k_mask = ks < H
             h = tl.load(
-                hidden_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_hk,
+                hidden_ptr + rows64[:, None] * stride_hn + ks[None, :] * stride_hk,
                 mask=row_mask[:, None] & k_mask[None, :], other=0.0,
             )
             w = tl.load(
-                weight_ptr + cols[None, :] * stride_wv + ks[:, None] * stride_wk,
+                weight_ptr + cols64[None, :] * stride_wv + ks[:, None] * stride_wk,
                 mask=col_mask[None, :] & k_mask[:, None], other=0.0,
             )
             if UPCAST:  # the interpreter's dot mishandles bfloat16 operands
@@ -176,17 +190,18 @@ def _logprobs_dlogits_kernel(
     row_mask = rows < N
     cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     col_mask = cols < V_CHUNK
+    rows64, cols64 = rows.to(tl.int64), cols.to(tl.int64)  # 64-bit offsets, as above
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + offs_k
         k_mask = ks < H
         h = tl.load(
-            hidden_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_hk,
+            hidden_ptr + rows64[:, None] * stride_hn + ks[None, :] * stride_hk,
             mask=row_mask[:, None] & k_mask[None, :], other=0.0,
         )
         w = tl.load(
-            weight_ptr + cols[None, :] * stride_wv + ks[:, None] * stride_wk,
+            weight_ptr + cols64[None, :] * stride_wv + ks[:, None] * stride_wk,
             mask=col_mask[None, :] & k_mask[:, None], other=0.0,
         )
         if UPCAST:
@@ -207,7 +222,7 @@ def _logprobs_dlogits_kernel(
     grad_z += tl.where(hit, grad_logp[:, None], 0.0)
     grad_logits = grad_z * inv_temperature
     tl.store(
-        dlogits_ptr + rows[:, None] * stride_dn + cols[None, :] * stride_dv,
+        dlogits_ptr + rows64[:, None] * stride_dn + cols[None, :] * stride_dv,
         grad_logits.to(dlogits_ptr.dtype.element_ty),
         mask=row_mask[:, None] & col_mask[None, :],
     )
@@ -281,7 +296,7 @@ def logprobs_stats(
     if num_splits is None:
         num_splits = choose_num_splits(num_tokens, vocab, hidden.device)
     partial = torch.empty(num_splits, STATS_ROWS, num_tokens, dtype=torch.float32, device=hidden.device)
-    labels = labels.contiguous()
+    labels = labels.contiguous()  # per-token vectors are read with unit stride
 
     def grid(meta):
         return (triton.cdiv(num_tokens, meta["BLOCK_N"]) * num_splits,)
@@ -349,9 +364,9 @@ def logprobs_backward(
     chunk = choose_vocab_chunk(num_tokens, vocab, hidden.element_size(), chunk_budget_bytes)
     dlogits = torch.empty(num_tokens, chunk, dtype=hidden.dtype, device=hidden.device)
     # Unused pointers must still be valid tensors for the launcher.
-    entropy_arg = entropy if has_entropy else lse
-    grad_entropy_arg = grad_entropy if has_entropy else lse
-    labels = labels.contiguous()
+    lse, grad_logp, labels = lse.contiguous(), grad_logp.contiguous(), labels.contiguous()
+    entropy_arg = entropy.contiguous() if has_entropy else lse
+    grad_entropy_arg = grad_entropy.contiguous() if has_entropy else lse
     for start in range(0, vocab, chunk):
         width = min(chunk, vocab - start)
         block = dlogits[:, :width]
