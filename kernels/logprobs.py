@@ -81,6 +81,7 @@ _H100_CONFIGS = [
 ]
 
 
+# Keyed on the shard's vocabulary (fixed per model), not on N (changes every step).
 @triton.autotune(configs=_configs(_H100_CONFIGS), key=["H", "V", "IS_FP32"])
 @triton.jit
 def _logprobs_stats_kernel(
@@ -160,7 +161,9 @@ def _logprobs_stats_kernel(
     tl.store(out + 3 * N, target, mask=row_mask)
 
 
-@triton.autotune(configs=_configs(_H100_CONFIGS), key=["H", "V_CHUNK", "IS_FP32", "HAS_ENTROPY"])
+# Not keyed on N or the chunk width (which follows N): token counts change every step, and
+# re-tuning for each would cost more than it gains.
+@triton.autotune(configs=_configs(_H100_CONFIGS), key=["H", "IS_FP32", "HAS_ENTROPY"])
 @triton.jit
 def _logprobs_dlogits_kernel(
     hidden_ptr, weight_ptr, labels_ptr, lse_ptr, entropy_ptr, grad_logp_ptr, grad_entropy_ptr, dlogits_ptr,

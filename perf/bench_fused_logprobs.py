@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 if case == "fwd+bwd":
                     loss = logp.float().sum() + (entropy.float().sum() if entropy is not None else 0.0)
                     loss.backward()
+                h.grad = w.grad = None  # counted at the peak, not carried into the next call
                 return logp.detach()
 
             try:

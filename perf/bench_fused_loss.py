@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         h, w = hidden.detach().requires_grad_(True), weight.detach().requires_grad_(True)
 
         def step():
-            h.grad = w.grad = None
             fn(h, w).backward()
+            h.grad = w.grad = None  # counted at the peak, not carried into the next call
 
         try:
             _, peak = peak_memory_bytes(step, device)

@@ -118,7 +118,6 @@ def _extra_bytes(backend, device, vocab, path):
     weight.requires_grad_(True)
 
     def step():
-        hidden.grad = weight.grad = None
         if path == "fused_logprobs":
             logp, entropy = fused_logprobs(hidden, weight, labels, return_entropy=True, backend=backend)
             (logp.sum() + entropy.sum()).backward()
@@ -128,6 +127,7 @@ def _extra_bytes(backend, device, vocab, path):
                 entropy_coef=0.01, backend=backend,
             )
             loss.backward()
+        hidden.grad = weight.grad = None  # counted at the peak, not carried into the next call
 
     _, peak = peak_memory_bytes(step, device)
     gradients = (hidden.numel() + weight.numel()) * hidden.element_size()
