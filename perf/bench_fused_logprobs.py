@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                     case, name, ms, tflops=tflops,
                     peak_fraction=tflops / H100_BF16_TFLOPS if on_gpu else None,
                     extra_memory_mib=extra / 2**20,
-                    note=f"max|dlogp| vs first row {deviation:.2e}" + ("" if need_entropy or not args.entropy else "; no entropy"),
+                    note=f"max abs dlogp vs first row {deviation:.2e}" + ("" if need_entropy or not args.entropy else "; no entropy"),
                 )
             )
             print(f"{case:8s} {name:34s} {ms:10.3f} ms {tflops:8.2f} TF/s  extra {extra / 2**20:9.1f} MiB", flush=True)
