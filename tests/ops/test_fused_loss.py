@@ -137,6 +137,7 @@ def _extra_bytes(backend, device, vocab, path):
     return peak - copies * gradients, batch * length * vocab * 4
 
 
+@pytest.mark.slow  # ~45 s per Triton case in the interpreter on 2 cores
 @pytest.mark.parametrize("path", ["fused_logprobs", "fused_grpo_loss"])
 @pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
 def test_peak_memory_does_not_grow_with_vocabulary(device, backend, path, monkeypatch):
