@@ -32,6 +32,7 @@ _LOADERS: dict[str, str] = {
     "cuda": "r1core.ops._cpp",
 }
 _load_errors: dict[str, str] = {}
+_loaded: set[str] = set()
 _warned: set[str] = set()
 
 
@@ -48,10 +49,13 @@ def triton_interpret() -> bool:
 
 def _load(backend: str) -> None:
     module = _LOADERS.get(backend)
-    if module is None or backend in _load_errors:
+    # Checked before importing so that a resolved backend costs nothing per call and
+    # torch.compile(fullgraph=True) never meets importlib while tracing an op.
+    if module is None or backend in _loaded or backend in _load_errors:
         return
     try:
         importlib.import_module(module)
+        _loaded.add(backend)
     except ModuleNotFoundError as error:
         if error.name != module:
             _load_errors[backend] = f"{type(error).__name__}: {error}"

@@ -135,7 +135,10 @@ def fused_grpo_loss(
     params = make_clip_params(clip_low, clip_high, dual_clip, kl_estimator, is_cap)
     length = check_aggregation(aggregation, norm_length, shape[1])
     _, logprobs_impl = _backend.resolve("fused_logprobs", backend, hidden.device)
-    _, loss_impl = _backend.resolve("grpo_loss", backend, hidden.device)
+    # The named backend is for the log-prob kernels, where all the FLOPs are; the [B, T]
+    # loss terms use the same backend when it has them, else the automatic choice.
+    loss_backend = backend if backend in _backend.available("grpo_loss", hidden.device) else None
+    _, loss_impl = _backend.resolve("grpo_loss", loss_backend, hidden.device)
     settings = (params, kl_coef, entropy_coef, aggregation, length, 1.0 / temperature, tp_group)
     token_inputs = (old_logp, advantages, mask, ref_logp, rollout_logp)
     outputs = _FusedGRPOLossFunction.apply(

@@ -1,0 +1,65 @@
+"""The Triton backend of ``fused_logprobs`` (and so of ``fused_grpo_loss``).
+
+The two primitives are registered as ``torch.library`` custom ops with fake (meta)
+implementations, so they compose with ``torch.compile`` and pass ``opcheck``:
+
+* ``r1core::logprobs_stats_triton(hidden, weight, labels, inv_temperature, need_entropy)``
+  -> float32 ``[4, N]``
+* ``r1core::logprobs_backward_triton(hidden, weight, labels, lse, entropy, grad_logp,
+  grad_entropy, inv_temperature)`` -> ``(grad_hidden [N, H], grad_weight [V, H])``
+
+Their contracts are those of the reference primitives in :mod:`r1core.ops.logprobs`; the
+autograd Function there combines them (and the tensor-parallel all-reduces) into the op.
+``custom_op`` + ``register_fake`` is used rather than ``triton_op``: the latter hands fake
+tensors to the Triton interpreter under ``torch.compile`` when ``TRITON_INTERPRET=1``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from r1core.kernels import logprobs as kernels
+from r1core.ops import _backend
+from r1core.ops.logprobs import NUM_STATS, LogprobsImpl
+
+
+@torch.library.custom_op("r1core::logprobs_stats_triton", mutates_args=())
+def logprobs_stats_triton(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    inv_temperature: float,
+    need_entropy: bool,
+) -> torch.Tensor:
+    """float32 ``[4, N]``: max, sum-exp, sum-exp * z, target logit over this shard."""
+    return kernels.logprobs_stats(hidden, weight, labels, inv_temperature, need_entropy)
+
+
+@logprobs_stats_triton.register_fake
+def _(hidden, weight, labels, inv_temperature, need_entropy):
+    kernels.check_dtype(hidden)
+    return hidden.new_empty((NUM_STATS, hidden.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("r1core::logprobs_backward_triton", mutates_args=())
+def logprobs_backward_triton(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: torch.Tensor,
+    grad_entropy: torch.Tensor,
+    inv_temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad_hidden [N, H], grad_weight [V, H])`` in the inputs' dtype (fp32 accumulation)."""
+    return kernels.logprobs_backward(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, inv_temperature)
+
+
+@logprobs_backward_triton.register_fake
+def _(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, inv_temperature):
+    kernels.check_dtype(hidden)
+    return torch.empty_like(hidden), torch.empty_like(weight)
+
+
+_backend.register_impl("fused_logprobs", "triton", LogprobsImpl(logprobs_stats_triton, logprobs_backward_triton))

@@ -1,0 +1,405 @@
+"""vLLM rollout engine: token-in/token-out sampling with log-probs, and weight sync.
+
+``VLLMRollout`` owns one ``vllm.LLM``. It samples with ``logprobs_mode=
+"processed_logprobs"`` so the returned log-probs are those of the distribution the
+sampler drew from (after temperature), which is what importance ratios need. Weights
+come from the trainer through ``sync_weights`` over r1core's registered weight-transfer
+backend (see ``weight_transfer.py``): shared memory on CPU, CUDA IPC on GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from r1core._extras import require
+from r1core.rollout.bridge import BucketWriter, SharedMemoryBuffer, WeightSource
+from r1core.rollout.config import RolloutConfig
+
+
+@dataclass
+class RolloutSample:
+    """One sampled continuation of a prompt."""
+
+    token_ids: list[int]
+    """Generated tokens (the prompt excluded)."""
+    logprobs: list[float]
+    """log p(token) of each generated token under the sampling distribution (after
+    temperature), as the sampler saw it; same length as ``token_ids``."""
+    finish_reason: str
+    """"stop" (EOS or a stop token) or "length" (``max_tokens`` reached)."""
+    weight_version: str
+    """Version tag of the weights that produced every token of this sample."""
+
+
+@dataclass
+class SyncStats:
+    """What one ``sync_weights`` call moved and how long it took (host wall time)."""
+
+    weight_version: str
+    num_tensors: int
+    num_bytes: int
+    num_buckets: int
+    seconds: float
+
+
+class VLLMRollout:
+    """A vLLM engine for GRPO rollouts, in-process or in its own process.
+
+    Args:
+        hf_dir: Hugging Face checkpoint directory (config + safetensors). No tokenizer
+            is needed: prompts are token ids.
+        max_model_len: Overrides ``config.max_model_len``.
+        config: Engine and sync settings; defaults to ``RolloutConfig()``.
+        **overrides: Any other ``RolloutConfig`` field, e.g. ``dtype="float32"``.
+
+    With ``engine_mode="own_process"`` the caller must construct this under
+    ``if __name__ == "__main__":`` (vLLM spawns the engine core). vLLM caches its
+    environment after the first engine, so use one engine mode per process.
+    """
+
+    def __init__(
+        self,
+        hf_dir: str | os.PathLike,
+        *,
+        max_model_len: int | None = None,
+        config: RolloutConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or RolloutConfig()
+        if max_model_len is not None:
+            overrides["max_model_len"] = max_model_len
+        self.config = replace(config, **overrides) if overrides else config
+        self.hf_dir = os.fspath(hf_dir)
+        if not os.path.isfile(os.path.join(self.hf_dir, "config.json")):
+            raise FileNotFoundError(f"{self.hf_dir!r} has no config.json (not a HF model dir)")
+        self.weight_version = "0"
+        self._num_syncs = 0
+        self._on_cuda = torch.cuda.is_available()
+        self.backend = self.config.weight_transfer_backend or (
+            "r1core_ipc" if self._on_cuda else "r1core_shm"
+        )
+        self.sleep_enabled = (
+            self._on_cuda if self.config.enable_sleep_mode is None
+            else self.config.enable_sleep_mode
+        )
+        self._asleep = False
+        self._staging: SharedMemoryBuffer | None = None
+        self._transfer_ready = False
+        self.eos_token_ids = _eos_token_ids(self.hf_dir)
+        self.llm = self._build_engine()
+        self.llm.llm_engine.set_weight_version(self.weight_version)
+
+    def _build_engine(self):
+        vllm = require("vllm", extra="rollout-cpu", feature="r1core.rollout.VLLMRollout")
+        from vllm.config import WeightTransferConfig
+
+        # Registers r1core's backends in this process (the in-process worker's registry).
+        import r1core.rollout.weight_transfer  # noqa: F401
+
+        config = self.config
+        engine_kwargs: dict[str, Any] = dict(
+            model=self.hf_dir,
+            skip_tokenizer_init=True,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            seed=config.seed,
+            enforce_eager=config.enforce_eager,
+            enable_prefix_caching=config.enable_prefix_caching,
+            tensor_parallel_size=config.tensor_parallel_size,
+            logprobs_mode="processed_logprobs",
+            weight_transfer_config=WeightTransferConfig(backend=self.backend),
+            # Imported by each worker before the model loads: registers the backends
+            # in a spawned engine process too.
+            worker_extension_cls="r1core.rollout.weight_transfer.R1coreWorkerExtension",
+        )
+        if config.kv_cache_memory_bytes is not None:
+            engine_kwargs["kv_cache_memory_bytes"] = config.kv_cache_memory_bytes
+        if self._on_cuda:
+            engine_kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+            engine_kwargs["enable_sleep_mode"] = self.sleep_enabled
+        # Read by vLLM when the engine is built and cached afterwards: one mode per process.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = (
+            "0" if config.engine_mode == "in_process" else "1"
+        )
+        return vllm.LLM(**engine_kwargs)
+
+    # ------------------------------------------------------------------ sampling
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        stop: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> list[list[RolloutSample]]:
+        """Sample ``n`` continuations of each prompt.
+
+        Args:
+            prompts: token ids per prompt (no tokenizer involved).
+            n: samples per prompt (the GRPO group size).
+            max_tokens: generation budget per sample.
+            temperature: 0 means greedy.
+            top_p: nucleus mass.
+            stop: token ids that end a sample besides the model's EOS ids (read from
+                ``config.json``/``generation_config.json``: without a tokenizer vLLM
+                does not know them); the stop token is kept in ``token_ids``.
+            seed: per-request seed; prompt ``i`` uses ``seed + i`` so that prompts
+                sharing a seed do not share samples.
+
+        Returns:
+            ``result[i][j]`` is sample ``j`` of prompt ``i``.
+        """
+        from vllm import SamplingParams
+
+        if n <= 0 or max_tokens <= 0:
+            raise ValueError(f"n and max_tokens must be positive, got n={n}, max_tokens={max_tokens}")
+        if not prompts:
+            return []
+        for index, prompt in enumerate(prompts):
+            if len(prompt) == 0:
+                raise ValueError(f"prompt {index} is empty")
+            if len(prompt) + max_tokens > self.config.max_model_len:
+                raise ValueError(
+                    f"prompt {index} ({len(prompt)} tokens) + max_tokens ({max_tokens}) exceeds "
+                    f"max_model_len ({self.config.max_model_len})"
+                )
+        if self._asleep:
+            self.wake_up()
+        params = [
+            SamplingParams(
+                n=n,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop_token_ids=sorted(set(self.eos_token_ids) | set(stop or ())) or None,
+                include_stop_str_in_output=True,
+                seed=None if seed is None else seed + index,
+                logprobs=0,  # the sampled token's log-prob only
+                detokenize=False,
+            )
+            for index in range(len(prompts))
+        ]
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": list(map(int, p))} for p in prompts], params, use_tqdm=False
+        )
+        return [[self._to_sample(c) for c in out.outputs] for out in outputs]
+
+    def _to_sample(self, completion) -> RolloutSample:
+        token_ids = list(completion.token_ids)
+        logprobs = [
+            step[token].logprob for token, step in zip(token_ids, completion.logprobs or [])
+        ]
+        if len(logprobs) != len(token_ids):
+            raise RuntimeError(
+                f"vLLM returned {len(logprobs)} log-probs for {len(token_ids)} tokens"
+            )
+        spans = completion.weight_versions or []
+        versions = {span.version for span in spans}
+        if len(versions) > 1:
+            # Cannot happen with the blocking sync used here; a sample mixing weights
+            # would be off-policy in a way the loss cannot correct, so refuse it.
+            raise RuntimeError(f"sample produced by several weight versions: {spans}")
+        version = versions.pop() if versions else self.weight_version
+        return RolloutSample(token_ids, logprobs, completion.finish_reason or "length", version)
+
+    # ------------------------------------------------------------------ weights
+
+    def sync_weights(
+        self, source: WeightSource, *, weight_version: str | None = None
+    ) -> SyncStats:
+        """Stream ``source.iter_hf_weights()`` into the engine and tag the new version.
+
+        Tensors are packed into buckets of at most ``config.bucket_bytes`` (a single
+        larger tensor travels alone); each bucket is loaded layer by layer before the
+        next one is staged. At the end the engine checks that every parameter, and every
+        shard of a fused one, was updated (else ``RuntimeError``, and the version is
+        tagged ``"<version>-incomplete"``), refreshes on CPU what the reload leaves stale
+        (a tied LM head, packed MoE experts), and the prefix cache is reset so no KV
+        block computed with the old weights is reused. With engine TP > 1 every engine
+        worker reads the same full tensors and keeps its own shard.
+
+        Call on the sending rank only (see ``bridge.py`` for TP/PP/EP).
+        """
+        if not hasattr(source, "iter_hf_weights"):
+            raise TypeError(
+                f"sync_weights needs an object with iter_hf_weights(), got {type(source).__name__}"
+            )
+        version = weight_version or str(self._num_syncs + 1)
+        start = time.perf_counter()
+        if self._asleep:
+            # Weights first, so the KV cache is not resident while they stream in.
+            self.llm.wake_up(tags=["weights"])
+        if self.backend == "r1core_shm":
+            send = self._sync_shared_memory
+        elif self.backend == "r1core_ipc":
+            send = self._sync_cuda_ipc
+        else:
+            raise ValueError(f"no trainer-side sender for backend {self.backend!r}")
+        self._init_transfer()
+        self.llm.collective_rpc("start_weight_update")
+        try:
+            with torch.no_grad():
+                counts = send(source)
+        finally:
+            # Always close the update, or the worker refuses every later one.
+            self.llm.collective_rpc("finish_weight_update")
+            # Whatever happened, blocks computed with the old weights must go.
+            if not self.llm.reset_prefix_cache():
+                raise RuntimeError("vLLM refused to reset its prefix cache after a weight sync")
+        problems = [p for worker in self.llm.collective_rpc("r1core_sync_problems") for p in worker]
+        if problems:
+            # The engine now mixes old and new weights: mark it so no sample passes as
+            # coming from a clean version.
+            self.llm.llm_engine.set_weight_version(f"{version}-incomplete")
+            self.weight_version = f"{version}-incomplete"
+            raise RuntimeError("; ".join(sorted(set(problems))))
+        self.llm.llm_engine.set_weight_version(version)
+        if self._asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
+        self.weight_version = version
+        self._num_syncs += 1
+        return SyncStats(version, *counts, time.perf_counter() - start)
+
+    def set_bucket_bytes(self, bucket_bytes: int) -> None:
+        """Change the bucket bound; the staging buffer is re-made at the next sync."""
+        if bucket_bytes <= 0:
+            raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+        self.config = replace(self.config, bucket_bytes=bucket_bytes)
+        if self._transfer_ready:
+            # The worker drops its mapping of the old file, so its pages can go.
+            self.llm.collective_rpc("shutdown_weight_transfer_engine")
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+        self._transfer_ready = False
+
+    def _init_transfer(self) -> None:
+        """Hand the worker its side of the transport, once per engine."""
+        if self._transfer_ready:
+            return
+        if self.backend == "r1core_shm":
+            self._staging = SharedMemoryBuffer(self.config.bucket_bytes)
+            init_info: dict[str, Any] = {"path": self._staging.path}
+        else:
+            init_info = {"packed": False}
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
+        self._transfer_ready = True
+
+    def _sync_shared_memory(self, source: WeightSource) -> tuple[int, int, int]:
+        assert self._staging is not None
+        writer = BucketWriter(
+            self._staging, self.config.bucket_bytes,
+            ship=lambda bucket: self.llm.collective_rpc(
+                "update_weights", kwargs={"update_info": bucket.to_update_info()}
+            ),
+        )
+        for name, tensor in source.iter_hf_weights():
+            writer.add(name, tensor)
+        writer.flush()
+        return writer.num_tensors, writer.num_bytes, writer.num_buckets
+
+    def _sync_cuda_ipc(self, source: WeightSource) -> tuple[int, int, int]:
+        """CUDA IPC: each bucket is a list of device tensors whose IPC handles travel.
+
+        Unproven here (no GPU in CI); mirrors vLLM's own unpacked IPC sender.
+        """
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+        num_tensors = num_bytes = num_buckets = 0
+        bucket: list[tuple[str, torch.Tensor]] = []
+        used = 0
+
+        def ship() -> None:
+            nonlocal bucket, used, num_buckets
+            info = {
+                "names": [n for n, _ in bucket],
+                "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in bucket],
+                "shapes": [list(t.shape) for _, t in bucket],
+                "ipc_handles": [{uuid: reduce_tensor(t)[1]} for _, t in bucket],
+            }
+            # The copies to these tensors must be complete before the worker reads them.
+            torch.cuda.synchronize()
+            self.llm.collective_rpc("update_weights", kwargs={"update_info": info})
+            bucket, used = [], 0
+            num_buckets += 1
+
+        for name, tensor in source.iter_hf_weights():
+            tensor = tensor.detach().to("cuda").contiguous()
+            size = tensor.numel() * tensor.element_size()
+            if bucket and used + size > self.config.bucket_bytes:
+                ship()
+            bucket.append((name, tensor))
+            used += size
+            num_tensors += 1
+            num_bytes += size
+        if bucket:
+            ship()
+        return num_tensors, num_bytes, num_buckets
+
+    # ------------------------------------------------------------------ memory
+
+    def sleep(self, level: int = 1) -> None:
+        """Release engine memory while the trainer runs (no-op where sleep is off).
+
+        Level 1 keeps a CPU copy of the weights; level 2 drops them (the next
+        ``sync_weights`` brings new ones, which is the RL case).
+        """
+        if self.sleep_enabled and not self._asleep:
+            self.llm.sleep(level=level)
+            self._asleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    def close(self) -> None:
+        """Shut the engine down and remove the staging file.
+
+        In-process mode: vLLM's shutdown also tears down its process-wide parallel state,
+        so close an engine only when no other in-process engine is still to be used.
+        """
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self.llm = None
+
+    def __enter__(self) -> VLLMRollout:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _eos_token_ids(hf_dir: str) -> list[int]:
+    """EOS ids of a Hugging Face model dir (generation config first, then config)."""
+    import json
+
+    ids: set[int] = set()
+    for file_name in ("generation_config.json", "config.json"):
+        path = os.path.join(hf_dir, file_name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as handle:
+            value = json.load(handle).get("eos_token_id")
+        if value is not None:
+            ids.update([value] if isinstance(value, int) else value)
+    return sorted(ids)

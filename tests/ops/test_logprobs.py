@@ -1,0 +1,207 @@
+"""fused_logprobs: every backend usable here against the float64 specification.
+
+Tolerance rule (flash-attention's): ``max|impl - ref64| <= 2 * max|torch_same - ref64| + floor``
+where ``torch_same`` is :func:`logprobs_naive` (full logits) run in the inputs' dtype and
+``ref64`` the same in float64. Shapes are odd on purpose (N=97, H=48, V=1031: no size is a
+multiple of a tile), and small, because the Triton kernels run in the interpreter on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from r1core.ops import available, fused_logprobs, logprobs_naive
+from r1core.ops.inputs import make_logprobs_inputs
+from r1core.ops.logprobs import logprobs_backward_reference, logprobs_stats_reference
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CASES = [(device, backend) for device in DEVICES for backend in available("fused_logprobs", device)]
+IDS = [f"{device}-{backend}" for device, backend in CASES]
+TRITON_DEVICES = [device for device, backend in CASES if backend == "triton"]
+
+# Absolute floors, relative to the largest reference magnitude: what the dtype's output
+# rounding alone costs (bf16 outputs of the gradients carry 2^-8 relative error).
+FLOOR = {torch.float32: 2e-5, torch.bfloat16: 8e-3}
+
+
+def assert_within(name, actual, ref64, torch_same, dtype):
+    scale = max(1.0, ref64.abs().max().item())
+    error = (actual.double().cpu() - ref64).abs().max().item()
+    torch_error = (torch_same.double().cpu() - ref64).abs().max().item()
+    bound = 2 * torch_error + FLOOR[dtype] * scale
+    assert error <= bound, f"{name}: error {error:.3g} > bound {bound:.3g} (torch {dtype} error {torch_error:.3g})"
+
+
+def run(fn_logp, hidden, weight, labels, temperature, mode, logp_weight, entropy_weight):
+    """Forward + backward of ``sum(a * logp) + sum(b * entropy)``; returns values and grads."""
+    hidden = hidden.detach().clone().requires_grad_(True)
+    weight = weight.detach().clone().requires_grad_(True)
+    logp, entropy = fn_logp(hidden, weight, labels, temperature, mode != "logp")
+    loss = torch.zeros((), dtype=torch.float64, device=hidden.device)
+    if mode in ("both", "logp"):
+        loss = loss + (logp.double() * logp_weight.to(hidden.device)).sum()
+    if mode in ("both", "entropy"):
+        loss = loss + (entropy.double() * entropy_weight.to(hidden.device)).sum()
+    loss.backward()
+    return logp.detach(), (None if entropy is None else entropy.detach()), hidden.grad, weight.grad
+
+
+def naive(hidden, weight, labels, temperature, need_entropy):
+    logp, entropy = logprobs_naive(hidden, weight, labels, temperature)
+    return logp, entropy if need_entropy else None
+
+
+def fused(backend):
+    def fn(hidden, weight, labels, temperature, need_entropy):
+        out = fused_logprobs(hidden, weight, labels, temperature=temperature, return_entropy=need_entropy, backend=backend)
+        return out if need_entropy else (out, None)
+
+    return fn
+
+
+SHAPES = {
+    "odd": (97, 48, 1031, 1.0, "both"),
+    "temperature": (97, 48, 1031, 0.7, "both"),
+    "no_entropy": (97, 48, 1031, 1.0, "logp"),
+    "entropy_grad_only": (61, 48, 1031, 1.3, "entropy"),
+    "vocab_below_one_tile": (7, 48, 50, 1.0, "both"),
+    "one_token": (1, 48, 1031, 0.9, "both"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+@pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
+def test_values_and_gradients_match_float64_spec(device, backend, shape, dtype):
+    num_tokens, hidden_size, vocab, temperature, mode = SHAPES[shape]
+    hidden, weight, labels = make_logprobs_inputs(num_tokens, hidden_size, vocab, seed=num_tokens + vocab)
+    generator = torch.Generator().manual_seed(1)
+    logp_weight = torch.randn(num_tokens, generator=generator, dtype=torch.float64)
+    entropy_weight = torch.randn(num_tokens, generator=generator, dtype=torch.float64)
+    args = (temperature, mode, logp_weight, entropy_weight)
+    ref = run(naive, hidden.double(), weight.double(), labels, *args)
+    same = run(naive, hidden.to(dtype), weight.to(dtype), labels, *args)
+    got = run(fused(backend), hidden.to(device, dtype), weight.to(device, dtype), labels.to(device), *args)
+    assert got[0].dtype == torch.float32 and got[0].shape == (num_tokens,)
+    assert got[2].dtype == dtype and got[3].dtype == dtype
+    for name, index in (("logp", 0), ("entropy", 1), ("grad_hidden", 2), ("grad_weight", 3)):
+        if ref[index] is not None:
+            assert_within(name, got[index], ref[index], same[index], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
+def test_invariants(device, backend, dtype):
+    # A large logit scale makes near-one-hot rows, where rounding would first break them.
+    hidden, weight, labels = make_logprobs_inputs(64, 32, 700, dtype=dtype, device=device, logit_scale=40.0, seed=3)
+    logp, entropy = fused_logprobs(hidden, weight, labels, return_entropy=True, backend=backend)
+    assert torch.isfinite(logp).all() and torch.isfinite(entropy).all()
+    assert (logp <= 0).all(), "lse >= the target logit holds exactly (the max term contributes exp(0) = 1)"
+    # entropy = lse - E_p[z] is a difference of nearly equal numbers on one-hot rows.
+    assert (entropy >= -1e-5).all()
+    assert (entropy <= math.log(700) + 1e-4).all()
+    assert (entropy.min() < 0.05) and (entropy.max() > 0.5), "inputs should span peaked and flat rows"
+
+
+@pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
+def test_label_outside_vocabulary_raises(device, backend):
+    hidden, weight, labels = make_logprobs_inputs(5, 16, 40, device=device)
+    for bad in (40, -1):
+        labels_bad = labels.clone()
+        labels_bad[2] = bad
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            fused_logprobs(hidden, weight, labels_bad, backend=backend)
+
+
+@pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
+def test_torch_compile_matches_eager(device, backend):
+    hidden, weight, labels = make_logprobs_inputs(33, 32, 300, device=device, seed=5)
+
+    def loss_fn(h, w):
+        logp, entropy = fused_logprobs(h, w, labels, temperature=0.8, return_entropy=True, backend=backend, validate=False)
+        return (logp * 0.5).sum() + entropy.sum(), logp, entropy
+
+    results = []
+    for fn in (loss_fn, torch.compile(loss_fn, fullgraph=True)):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        loss, logp, entropy = fn(h, w)
+        loss.backward()
+        results.append((logp.detach(), entropy.detach(), h.grad, w.grad))
+    for eager, compiled in zip(*results):
+        # Inductor fuses and reorders the fp32 arithmetic around the ops: rounding-level slack.
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=2e-5)
+
+
+# --- the Triton primitives directly: splits, chunks, other shards, opcheck ------------------
+
+
+def _shard_inputs(device, dtype=torch.float32):
+    hidden, weight, labels = make_logprobs_inputs(45, 40, 1031, device=device, dtype=dtype, seed=11)
+    # Shard-local labels as the TP path produces them: some belong to other shards.
+    labels = labels - 300
+    return hidden, weight, labels
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("num_splits", [1, 3, 40])
+def test_triton_stats_any_split_count_matches_reference(device, num_splits):
+    from r1core.kernels import logprobs as kernels
+
+    hidden, weight, labels = _shard_inputs(device)
+    assert (labels < 0).any() and (labels >= 0).any()
+    # 40 splits > 9 vocabulary tiles: most splits are empty and must merge as neutral.
+    stats = kernels.logprobs_stats(hidden, weight, labels, 1.25, True, num_splits=num_splits)
+    expected = logprobs_stats_reference(hidden, weight, labels, 1.25, True)
+    outside = (labels < 0) | (labels >= weight.shape[0])
+    assert (stats[3][outside] == 0).all(), "labels of other shards contribute no target logit"
+    # Split boundaries change the max each partial sum is relative to: compare in lse form.
+    lse, expected_lse = stats[0] + stats[1].log(), expected[0] + expected[1].log()
+    torch.testing.assert_close(lse, expected_lse, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(stats[2] / stats[1], expected[2] / expected[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats[3], expected[3], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("chunk_columns", [256, 768, 4096])
+@pytest.mark.parametrize("with_entropy", [True, False])
+def test_triton_backward_chunked_over_vocabulary_matches_reference(device, chunk_columns, with_entropy):
+    from r1core.kernels import logprobs as kernels
+
+    hidden, weight, labels = _shard_inputs(device)
+    stats = logprobs_stats_reference(hidden, weight, labels, 0.8, True)
+    lse = stats[0] + stats[1].log()
+    entropy = lse - stats[2] / stats[1]
+    generator = torch.Generator().manual_seed(2)
+    grad_logp = torch.randn(hidden.shape[0], generator=generator).to(device)
+    grad_entropy = torch.randn(hidden.shape[0], generator=generator).to(device) if with_entropy else lse.new_empty(0)
+    budget = chunk_columns * hidden.shape[0] * hidden.element_size()  # 1031 columns: 5, 2 and 1 chunks
+    got = kernels.logprobs_backward(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, 0.8, chunk_budget_bytes=budget)
+    expected = logprobs_backward_reference(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, 0.8)
+    for actual, reference in zip(got, expected):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_triton_rejects_float64(device):
+    hidden, weight, labels = make_logprobs_inputs(4, 16, 40, device=device, dtype=torch.float64)
+    with pytest.raises(TypeError, match="float64"):
+        fused_logprobs(hidden, weight, labels, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_opcheck_triton_custom_ops(device, dtype):
+    import r1core.ops.logprobs_triton  # noqa: F401  (registers the ops)
+
+    hidden, weight, labels = _shard_inputs(device, dtype)
+    hidden, weight, labels = hidden[:19], weight[:300], labels[:19]
+    torch.library.opcheck(torch.ops.r1core.logprobs_stats_triton.default, (hidden, weight, labels, 0.5, True))
+    stats = torch.ops.r1core.logprobs_stats_triton(hidden, weight, labels, 0.5, True)
+    lse = stats[0] + stats[1].log()
+    entropy = lse - stats[2] / stats[1]
+    grad = torch.linspace(-1, 1, hidden.shape[0], device=device)
+    args = (hidden, weight, labels, lse, entropy, grad, grad.flip(0), 0.5)
+    torch.library.opcheck(torch.ops.r1core.logprobs_backward_triton.default, args)
