@@ -5,10 +5,9 @@
 ``r1core/trainer/checkpoint.py``, ``AlgorithmConfig`` in ``r1core/algos/config.py``), and
 functions receive only the sections they use.
 
-The sections of components that are not assembled yet (policy, rollout, rewards, data,
-sft, eval) are typed slots holding an empty dataclass: any key given for them
-fails with "this section has no keys yet" until the component's own dataclass replaces the
-slot's type here. A YAML file for a run looks like::
+With no file and no overrides every section keeps its defaults, which together are the
+embedded default run (a small model built on the spot, cold-start SFT, then GRPO, on CPU).
+A YAML file for a run looks like::
 
     run: {name: qwen-math-grpo, seed: 1}
     parallel: {tensor: 2, pipeline: 1}
@@ -22,7 +21,17 @@ from dataclasses import dataclass, field
 
 from r1core.algos.config import AlgorithmConfig
 from r1core.launch.layout import ParallelConfig
+from r1core.rollout.config import RolloutConfig
 from r1core.trainer.checkpoint import CheckpointConfig
+from r1core.trainer.config import (
+    DataConfig,
+    EmbeddedConfig,
+    EvalConfig,
+    GRPOConfig,
+    PolicyConfig,
+    RewardConfig,
+    SFTConfig,
+)
 
 
 @dataclass

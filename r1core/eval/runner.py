@@ -19,7 +19,7 @@ def load_eval_problems(name_or_path: str, split: str, limit: int) -> list[Any]:
 
 
 def run(cfg: Any) -> int:
-    from r1core._extras import require
+    from r1core.trainer.bootstrap import load_tokenizer
     from r1core.data.templates import get_template
     from r1core.eval.evaluate import evaluate
     from r1core.rewards import RewardPool, RewardPoolConfig, get_reward
@@ -29,8 +29,7 @@ def run(cfg: Any) -> int:
     section = cfg.eval
     if not cfg.policy.hf_dir or not section.benchmark:
         raise ValueError("r1core eval needs policy.hf_dir (the checkpoint) and eval.benchmark (a name or a file)")
-    transformers = require("transformers", extra="policy", feature="r1core eval")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.policy.hf_dir)
+    tokenizer = load_tokenizer(cfg.policy.hf_dir)
     kwargs = {"tokenizer": tokenizer} if cfg.data.template == "chat" else {}
     template = get_template(cfg.data.template, **kwargs)
     problems = load_eval_problems(section.benchmark, section.split, section.limit)

@@ -77,6 +77,26 @@ def train_tokenizer(corpus: Iterable[str], out_dir: str | Path, *, vocab_size: i
     return fast
 
 
+def load_tokenizer(path: str | Path):
+    """The tokenizer saved in ``path``.
+
+    A tokenizer saved from a bare ``tokenizers`` object (as :func:`train_tokenizer` does)
+    must be loaded as such: transformers' ``AutoTokenizer`` picks the tokenizer class of the
+    model type (``Qwen2Tokenizer`` for a Qwen2 config), which rebuilds its own
+    pre-tokenizer and encodes the same text differently. Everything else goes through
+    ``AutoTokenizer``.
+    """
+    import json
+
+    transformers = require("transformers", extra="policy", feature="loading a tokenizer")
+    config_path = Path(path) / "tokenizer_config.json"
+    if config_path.is_file():
+        tokenizer_class = json.loads(config_path.read_text()).get("tokenizer_class")
+        if tokenizer_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return transformers.PreTrainedTokenizerFast.from_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path)
+
+
 def make_tiny_qwen2(out_dir: str | Path, tokenizer, config: TinyModelConfig | None = None) -> Path:
     """Write a random-initialised Qwen2 checkpoint (fp32 safetensors + config + tokenizer)
     sized for ``tokenizer``'s vocabulary to ``out_dir``; return ``out_dir``."""

@@ -19,7 +19,7 @@ class PolicyConfig:
     """Hugging Face checkpoint to start from; empty builds the embedded default model."""
     dtype: str = "auto"
     """Parameter dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``."""
-    lr: float = 1e-3
+    lr: float = 5e-4
     """RL learning rate (AdamW)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -41,10 +41,10 @@ class DataConfig:
     """A synthetic task (``arithmetic``, ``countdown``)."""
     difficulty: float = 0.0
     """The task's difficulty knob in [0, 1] (ignored for the fields ``options`` sets)."""
-    options: dict[str, float] = field(default_factory=lambda: {"num_terms": 3.0, "max_operand": 9.0})
+    options: dict[str, float] = field(default_factory=lambda: {"num_terms": 3.0, "max_operand": 5.0})
     """Explicit fields of the task's config (``num_terms``, ``max_operand`` of ``arithmetic``)."""
-    num_train: int = 3000
-    """Training problems."""
+    num_train: int = 700
+    """Training problems (drawn with repetition; the held-out ones are distinct from all)."""
     num_eval: int = 128
     """Held-out problems, disjoint from the training ones."""
     template: str = "compact"
@@ -70,7 +70,7 @@ class SFTConfig:
     """Supervised fine-tuning: the cold start of ``r1core train`` (skipped when ``epochs`` is
     0) and the whole of ``r1core sft``."""
 
-    epochs: float = 3.0
+    epochs: float = 20.0
     """Passes over the traces (fractions allowed)."""
     batch_size: int = 64
     """Traces per optimiser step."""
@@ -123,7 +123,7 @@ class EmbeddedConfig:
 class GRPOConfig:
     """Shape of one GRPO step."""
 
-    steps: int = 60
+    steps: int = 40
     """Optimiser-step batches to train."""
     prompts_per_step: int = 16
     """Prompts sampled per step (before dynamic sampling drops any)."""
@@ -141,7 +141,7 @@ class GRPOConfig:
     """Optimiser updates per pass; with epochs_per_step = mini_batches = 1 the update is
     exactly on-policy and the old log-probs equal the current ones, so that forward is
     skipped."""
-    micro_batch_size: int = 64
+    micro_batch_size: int = 128
     """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal and refill from further prompts (DAPO)."""

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from r1core.trainer.bootstrap import make_tiny_qwen2, train_tokenizer
+from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
 from r1core.trainer.grpo import GRPOTrainer, Prompt
 from r1core.trainer.run_logger import RunLogger
@@ -56,7 +56,18 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.directory)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard)
+        if not cfg.checkpoint.resume and (self.run_dir / "metrics.jsonl").exists():
+            # Never mix two runs' logs and checkpoints, and never overwrite a finished run.
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run: pass --resume to continue it, or choose "
+                f"another run.name (or delete the folder) to start a new one"
+            )
+        self.resume_step = None
+        if cfg.checkpoint.resume:
+            from r1core.trainer.checkpoint import CheckpointManager
+
+            self.resume_step = CheckpointManager(cfg.checkpoint_directory).latest_step()
+        self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
         self.start_time = time.perf_counter()
 
     # --------------------------------------------------------------- phases
@@ -78,9 +89,7 @@ class Pipeline:
     def build_model(self) -> Path:
         """The starting checkpoint: the configured one, or the embedded tokenizer + model."""
         if self.cfg.policy.hf_dir:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.policy.hf_dir)
+            self.tokenizer = load_tokenizer(self.cfg.policy.hf_dir)
             return Path(self.cfg.policy.hf_dir)
         corpus = [self.template(p.problem) + self.task.solution_trace(p, open_think=False) for p in self.train_problems]
         embedded = self.cfg.embedded
@@ -172,7 +181,7 @@ class Pipeline:
         trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score, ref_policy=ref_policy)
         checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
         summary: dict[str, Any] = {}
-        latest = checkpoints.load_latest() if cfg.checkpoint.resume else None
+        latest = checkpoints.load_latest() if self.resume_step is not None else None
         if latest is not None:
             from r1core.trainer.rng import restore_rng_state
 
@@ -184,7 +193,6 @@ class Pipeline:
             progress(f"resumed from step {trainer.step_index}")
         else:
             summary["accuracy_start"] = self.evaluate(rollout, 0, progress)
-        self.logger.history = [r for r in self.logger.history if r["step"] <= trainer.step_index or r["phase"] != "train"]
 
         total_tokens = summary.get("train_tokens", 0.0)
         while trainer.step_index < cfg.trainer.steps:
@@ -241,9 +249,16 @@ def run(cfg: Any) -> int:
         bar.write(message) if message.startswith("eval") else None
 
     pipeline.build_task()
-    start = pipeline.build_model()
-    progress("model built")
-    start = pipeline.cold_start(start, progress) if not cfg.checkpoint.resume else pipeline.run_dir / "sft"
+    sft_dir = pipeline.run_dir / "sft"
+    if pipeline.resume_step is not None and (sft_dir / "config.json").is_file():
+        # The cold start finished before the interruption: continue from its checkpoint.
+        pipeline.tokenizer = load_tokenizer(sft_dir)
+        start = sft_dir
+        progress("model built")
+    else:
+        start = pipeline.build_model()
+        progress("model built")
+        start = pipeline.cold_start(start, progress)
     progress("cold start built")
     summary = pipeline.reinforce(start, progress)
     summary = pipeline.finish(summary)

@@ -28,11 +28,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunLogger:
     """Appends metrics to ``metrics.jsonl`` and TensorBoard; plots and summarises on demand.
 
-    Resuming a run re-opens the same files: ``metrics.jsonl`` is truncated to the steps
-    before ``start_step`` so a resumed run does not log a step twice.
+    Resuming a run re-opens the same files: records of the resumed phases logged after the
+    checkpoint's step ``resume_from`` are dropped from ``metrics.jsonl`` (they belong to the
+    interrupted attempt and are logged again), so no step appears twice.
     """
 
-    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, start_step: int = 0):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        tensorboard: bool = True,
+        resume_from: int | None = None,
+        resumed_phases: tuple[str, ...] = ("train", "eval"),
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.run_dir / "metrics.jsonl"
@@ -40,14 +48,16 @@ class RunLogger:
         if self.jsonl_path.exists():
             for line in self.jsonl_path.read_text().splitlines():
                 record = json.loads(line)
-                if record.get("step", 0) < start_step:
+                stale = resume_from is not None and record["phase"] in resumed_phases and record["step"] > resume_from
+                if not stale:
                     self.history.append(record)
             atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in self.history))
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=start_step or None)
+            purge = None if resume_from is None else resume_from + 1
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, metrics: Mapping[str, float], *, phase: str = "train") -> None:
         """Record ``metrics`` (name -> float) for ``step``; names are prefixed ``phase/``."""

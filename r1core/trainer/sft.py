@@ -80,15 +80,15 @@ def run(cfg: Any) -> int:
     templated) and write the result to ``<run dir>/final``."""
     from pathlib import Path
 
-    from r1core._extras import require
     from r1core.data.loaders import load_problems
     from r1core.models import OptimConfig, build_policy
     from r1core.trainer.run_logger import RunLogger
 
     if not cfg.policy.hf_dir or not cfg.sft.traces:
         raise ValueError("r1core sft needs policy.hf_dir (the model) and sft.traces (a jsonl of prompt/response rows)")
-    transformers = require("transformers", extra="policy", feature="r1core sft")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.policy.hf_dir)
+    from r1core.trainer.bootstrap import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.policy.hf_dir)
     # The loader's problem/answer fields carry the prompt and the response here; it names
     # the file and line of any malformed row.
     rows = load_problems(cfg.sft.traces, fields={"problem": "prompt", "answer": "response"}, keep_meta=False)

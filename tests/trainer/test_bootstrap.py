@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from r1core.trainer.bootstrap import R1_TAGS, TinyModelConfig, make_tiny_qwen2, train_tokenizer
+from r1core.trainer.bootstrap import R1_TAGS, TinyModelConfig, load_tokenizer, make_tiny_qwen2, train_tokenizer
 
 CORPUS = [
     "<think>12 + 7 = 19, 19 * 3 = 57</think><answer>57</answer>",
@@ -33,7 +33,9 @@ def test_tiny_model_loads_back_with_transformers(tmp_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == len(tokenizer)
     assert model.config.tie_word_embeddings
-    loaded = transformers.AutoTokenizer.from_pretrained(out)
+    loaded = load_tokenizer(out)
+    text = "3+4-2=?\n<think>"
+    assert loaded.encode(text) == tokenizer.encode(text)  # AutoTokenizer would drop the newline
     ids = torch.tensor([loaded.encode("<think>1 + 1 = 2</think>")])
     logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], len(tokenizer))
