@@ -25,7 +25,17 @@ def cpp():
     return _cpp
 
 
-def run_python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (import-order and fallback checks need one)."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=300)
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """Runs code in a fresh interpreter (import-order and fallback checks need one)."""
+
+    def run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=300)
+
+    return run

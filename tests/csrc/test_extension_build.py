@@ -10,13 +10,11 @@ import torch
 
 from r1core.ops import _build_config
 
-from .conftest import REPO_ROOT, run_python
 
-
-def test_build_info_describes_this_build(cpp):
+def test_build_info_describes_this_build(cpp, repo_root):
     info = cpp.BUILD_INFO
     assert info["torch_version"] == torch.__version__
-    assert info["source_hash"] == _build_config.source_hash(REPO_ROOT / "csrc", info["has_cuda"])
+    assert info["source_hash"] == _build_config.source_hash(repo_root / "csrc", info["has_cuda"])
     if torch.version.cuda is None:  # a CPU torch cannot host CUDA kernels
         assert not info["has_cuda"] and info["cuda_archs"] == []
     else:
@@ -71,7 +69,7 @@ FALLBACK = textwrap.dedent(
 )
 
 
-def test_missing_build_warns_once_and_falls_back():
+def test_missing_build_warns_once_and_falls_back(run_python):
     setup = "import sys; sys.modules['r1core._C'] = None  # as if the extension was never built"
     result = run_python(FALLBACK.format(setup=setup), env={"TRITON_INTERPRET": "0"})
     assert result.returncode == 0, result.stderr
@@ -81,7 +79,7 @@ def test_missing_build_warns_once_and_falls_back():
     assert "'cpp'" not in available
 
 
-def test_stale_build_warns_once_and_falls_back(cpp):
+def test_stale_build_warns_once_and_falls_back(cpp, run_python):
     setup = "import r1core.ops._build_config as c; c.source_hash = lambda *a: 'edited-sources'"
     result = run_python(FALLBACK.format(setup=setup), env={"TRITON_INTERPRET": "0"})
     assert result.returncode == 0, result.stderr
@@ -115,7 +113,7 @@ IMPORT_ORDER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("order", [("fragment", "extension"), ("extension", "fragment")])
-def test_cpp_library_coexists_with_python_fragments(cpp, order):
+def test_cpp_library_coexists_with_python_fragments(cpp, run_python, order):
     result = run_python(IMPORT_ORDER.format(order=list(order)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
