@@ -6,7 +6,7 @@ shared input factories, on every thread torch is allowed to use.
 
     python perf/bench_cpp_cpu.py [--quick] [--no-write]
 
-Writes perf/results/cpp_backend_cpu_<date>.{json,md}.
+Writes perf/results/cpp_backend_threads<n>_cpu_<date>.{json,md}.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repetitions (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not write perf/results/")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reps = 2 if args.quick else 5
     results: list[Result] = []
     if args.quick:
@@ -100,7 +103,7 @@ def main() -> None:
             "quick": args.quick,
             "note": "CPU shared with other jobs while measured; medians of a few repetitions",
         }
-        print(write_results("cpp_backend", torch.device("cpu"), results, meta))
+        print(write_results(f"cpp_backend_threads{torch.get_num_threads()}", torch.device("cpu"), results, meta))
 
 
 if __name__ == "__main__":
