@@ -153,8 +153,9 @@ at::Tensor grpo_row_stats_cpu(const at::Tensor& logp, const at::Tensor& old_logp
   check_params(params);
   const auto dtype = compute_dtype(logp);
   const int64_t batch = logp.size(0), length = logp.size(1);
-  at::Tensor stats = at::empty({batch, kNumRowStats}, logp.options().dtype(dtype));
-  if (batch == 0) return stats;
+  // Zeros are the right statistics of empty rows (no tokens, ratio_max 0).
+  at::Tensor stats = at::zeros({batch, kNumRowStats}, logp.options().dtype(dtype));
+  if (batch == 0 || length == 0) return stats;
   const Prepared prepared = prepare(logp, old_logp, advantages, mask, ref_logp, rollout_logp, params);
   AT_DISPATCH_FLOATING_TYPES(dtype, "r1core_grpo_row_stats_cpu", [&] {
     using acc_t = scalar_t;

@@ -139,6 +139,18 @@ def test_grpo_rows_match_reference(cpp, dtype, params, per_token_advantage, with
     assert (grad[~mask] == 0).all()
 
 
+def test_grpo_rows_of_empty_sequences(cpp):
+    inputs = make_grpo_loss_inputs(3, 1)
+    empty = {k: v[:, :0] for k, v in inputs.items() if k != "advantages"}
+    advantages = inputs["advantages"][:, None].expand(3, 0)
+    params = PARAMS[1]
+    stats = cpp.grpo_row_stats(empty["logp"], empty["old_logp"], advantages, empty["mask"], None, None, params)
+    assert torch.equal(stats, torch.zeros(3, 8))
+    grad = cpp.grpo_row_backward(torch.ones(3), torch.ones(3), empty["logp"], empty["old_logp"], advantages,
+                                 empty["mask"], None, None, params)
+    assert grad.shape == (3, 0)
+
+
 def test_grpo_loss_float_mask_and_gradients():
     inputs = make_grpo_loss_inputs(BATCH, LENGTH, seed=7, requires_grad=True)
     mask = inputs["mask"].float() * torch.rand(BATCH, LENGTH, generator=torch.Generator().manual_seed(8))
