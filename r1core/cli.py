@@ -1,0 +1,153 @@
+"""The ``r1core`` command: ``train``, ``sft``, ``eval``, ``bench`` and ``launch``.
+
+``train``, ``sft`` and ``eval`` assemble a :class:`~r1core.config.RunConfig` from
+``--config run.yaml`` and ``dotted.key=value`` overrides first; an unknown or mistyped key
+stops the command there, before any model, process group or file is created. They then
+hand the configuration to the component's ``run(cfg)`` function (table below), which is
+imported only at that point so the command stays quick and light.
+
+Exit status: 0 success, 2 bad configuration or arguments, 69 the requested component is not
+part of this installation, otherwise what the component or benchmark returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_CONFIG_ERROR = 2
+EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
+
+# subcommand -> (module, function, what it is). The function receives the RunConfig.
+ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
+    "train": ("r1core.trainer.grpo", "run", "the GRPO-family RL trainer"),
+    "sft": ("r1core.trainer.sft", "run", "the supervised fine-tuning trainer"),
+    "eval": ("r1core.eval", "run", "the evaluator (avg@k, pass@k, maj@k)"),
+}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_SCRIPT = REPO_ROOT / "perf" / "run_all.py"
+
+
+class UnavailableError(RuntimeError):
+    """The component behind a subcommand is not installed in this build."""
+
+
+RUN_COMMANDS = {
+    "train": ("RL training: GRPO and its variants", True),
+    "sft": ("supervised fine-tuning: cold start, distillation from jsonl traces", True),
+    "eval": ("evaluate a checkpoint: avg@k, pass@k, maj@k", False),
+}
+
+
+def build_run_parser(command: str) -> argparse.ArgumentParser:
+    """Parser of ``r1core train|sft|eval``: options and overrides may be intermixed."""
+    help_text, resume = RUN_COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=f"r1core {command}", description=help_text)
+    parser.add_argument("--config", metavar="YAML", help="run configuration file")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
+    if resume:
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from the newest checkpoint (same as checkpoint.resume=true)",
+        )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. run.seed=7")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Top-level parser: only names the subcommands (each parses its own arguments)."""
+    parser = argparse.ArgumentParser(prog="r1core", description="DeepSeek-R1-style RL for LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, (help_text, _) in RUN_COMMANDS.items():
+        sub.add_parser(command, help=help_text)
+    sub.add_parser("bench", help="run the performance suite (perf/run_all.py)")
+    sub.add_parser("launch", help="plan layouts; print torchrun/SLURM launch commands")
+    return parser
+
+
+def resolve_entry_point(command: str) -> Callable[[Any], Any]:
+    """The ``run`` function behind ``command``.
+
+    Raises:
+        UnavailableError: its module is not present in this installation. An import error
+            raised *inside* an existing module is a bug and propagates unchanged.
+    """
+    module_name, function_name, what = ENTRY_POINTS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
+            raise UnavailableError(
+                f"r1core {command}: {what} ({module_name}.{function_name}) is not available in "
+                "this build yet; the configuration was validated and nothing was run"
+            ) from error
+        raise
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise UnavailableError(f"r1core {command}: {module_name} has no {function_name}() entry point")
+    return function
+
+
+def _run_component(command: str, args: argparse.Namespace) -> int:
+    from r1core.config import ConfigError, RunConfig, dump_config, load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "resume", False):
+        overrides.append("checkpoint.resume=true")
+    try:
+        config = load_config(RunConfig, args.config, overrides)
+    except ConfigError as error:
+        print(f"r1core {command}: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.print_config:
+        sys.stdout.write(dump_config(config))
+        return 0
+    try:
+        run = resolve_entry_point(command)
+    except UnavailableError as error:
+        print(error, file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if os.environ.get("RANK", "0") == "0":
+        dump_config(config, Path(config.run.directory) / "config.yaml")
+    result = run(config)
+    return result if isinstance(result, int) else 0
+
+
+def _run_bench(argv: Sequence[str]) -> int:
+    if not BENCH_SCRIPT.is_file():
+        print(
+            f"r1core bench: the performance suite {BENCH_SCRIPT} is not present in this checkout "
+            "(it ships with the repository, not the installed package)",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    return subprocess.call([sys.executable, str(BENCH_SCRIPT), *argv], cwd=REPO_ROOT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``r1core`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # bench and launch own their argument parsing; everything after the word goes to them.
+    if argv and argv[0] == "bench":
+        return _run_bench(argv[1:])
+    if argv and argv[0] == "launch":
+        from r1core.launch.cli import main as launch_main
+
+        return launch_main(argv[1:])
+    if not argv or argv[0] not in RUN_COMMANDS:
+        build_parser().parse_args(argv[:1])  # prints usage or help and exits
+    args = build_run_parser(argv[0]).parse_intermixed_args(argv[1:])
+    return _run_component(argv[0], args)
+
+
+if __name__ == "__main__":  # `torchrun -m r1core.cli train ...` starts here
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Prompt templates: how a problem becomes the text the policy continues.
+
+- ``r1-zero``: DeepSeek-R1-Zero's plain-text conversation. The assistant is told to reason
+  inside ``<think> </think>`` and answer inside ``<answer> </answer>``; the prompt ends with
+  ``Assistant:`` so a base model continues as the assistant.
+- ``chat``: the model's own chat template through its tokenizer
+  (``tokenizer.apply_chat_template``), for instruct/distilled models.
+- ``compact``: a minimal prompt for the tiny models of the synthetic CPU runs: the problem,
+  a newline and ``<think>``, so every character is in the synthetic vocabulary.
+
+Templates are looked up by name (:func:`get_template`) and all have the signature
+``(problem_text) -> prompt_text``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from r1core._registry import Registry
+
+# DeepSeek-R1's template for R1-Zero training (Table 1 of the R1 paper), word for word;
+# ``{problem}`` is replaced by the question.
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
+    "<answer> answer here </answer>. User: {problem}. Assistant:"
+)
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+
+
+class PromptTemplate(Protocol):
+    def __call__(self, problem: str) -> str: ...
+
+
+TEMPLATES: Registry[Callable[..., PromptTemplate]] = Registry("prompt template")
+
+
+@TEMPLATES.register("r1-zero")
+@dataclass(frozen=True)
+class R1ZeroTemplate:
+    """The R1-Zero conversation; ``template`` must contain ``{problem}``."""
+
+    template: str = R1_ZERO_TEMPLATE
+
+    def __post_init__(self) -> None:
+        if "{problem}" not in self.template:
+            raise ValueError("an R1-Zero template must contain the placeholder {problem}")
+
+    def __call__(self, problem: str) -> str:
+        text = problem.strip()
+        if self.template.find("{problem}.") >= 0 and text.endswith((".", "?", "!")):
+            # "User: What is 1+1?. Assistant:" would read oddly; the question's own
+            # punctuation ends the sentence.
+            return self.template.replace("{problem}.", text)
+        return self.template.replace("{problem}", text)
+
+
+@TEMPLATES.register("compact")
+@dataclass(frozen=True)
+class CompactTemplate:
+    """``"<problem>\\n<think>"``: the answer format is learned in SFT, not read from the prompt."""
+
+    def __call__(self, problem: str) -> str:
+        return f"{problem.strip()}\n{THINK_OPEN}"
+
+
+@TEMPLATES.register("chat")
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A single user turn rendered by the tokenizer's chat template, with the generation
+    prompt appended.
+
+    tokenizer: any object with ``apply_chat_template`` (a transformers tokenizer).
+    system: optional system message.
+    instruction: appended to the problem, e.g. ``"Please reason step by step, and put your
+        final answer within \\boxed{}."``
+    """
+
+    tokenizer: Any
+    system: str | None = None
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.tokenizer, "apply_chat_template"):
+            raise TypeError(f"chat templates need a tokenizer with apply_chat_template, got {type(self.tokenizer).__name__}")
+        if getattr(self.tokenizer, "chat_template", "present") is None:
+            raise ValueError("the tokenizer has no chat_template; use the 'r1-zero' or 'compact' template")
+
+    def __call__(self, problem: str) -> str:
+        content = problem.strip() if not self.instruction else f"{problem.strip()}\n{self.instruction}"
+        messages = [{"role": "user", "content": content}]
+        if self.system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def get_template(name: str, **kwargs: Any) -> PromptTemplate:
+    """The template ``name`` built with ``kwargs`` (``chat`` needs ``tokenizer=``)."""
+    return TEMPLATES.get(name)(**kwargs)
+
+
+_ANSWER = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
+
+
+def extract_answer_tag(response: str) -> str | None:
+    """The content of the last ``<answer>...</answer>`` in ``response`` (stripped), or
+    ``None`` when there is none. Used for majority voting on R1-format responses."""
+    matches = _ANSWER.findall(response)
+    return matches[-1].strip() if matches else None
+
+
+def r1_format_ok(response: str, *, prompt_opens_think: bool = False) -> bool:
+    """Whether ``response`` is ``<think>...</think>`` then ``<answer>...</answer>``, with
+    nothing but whitespace around (the R1-Zero format). With ``prompt_opens_think`` the
+    opening ``<think>`` is part of the prompt (``compact`` template) and must not repeat."""
+    text = (THINK_OPEN + response) if prompt_opens_think else response
+    pattern = (
+        r"\s*" + re.escape(THINK_OPEN) + r"(?:(?!<think>|</think>).)*" + re.escape(THINK_CLOSE)
+        + r"\s*" + re.escape(ANSWER_OPEN) + r"(?:(?!<answer>|</answer>).)*" + re.escape(ANSWER_CLOSE) + r"\s*"
+    )
+    return re.fullmatch(pattern, text, re.DOTALL) is not None

@@ -1,0 +1,236 @@
+"""Forward/backward schedules and the optimiser step of the policy.
+
+Two engines behind one interface (:class:`Trainer`):
+
+* CUDA: Megatron's ``DistributedDataParallel`` (grad buckets, optional distributed optimiser),
+  ``get_megatron_optimizer`` (fp32 main params for bf16 models, gradient clipping) and
+  Megatron's pipeline schedules (``get_forward_backward_func``).
+* CPU: those allocate on CUDA, so the same steps are done with plain ``torch.distributed``:
+  gradients averaged over the data-parallel groups (dense and expert), tied-embedding gradients
+  summed between the first and last pipeline stage, a global gradient norm that counts
+  tensor-parallel duplicates once, ``torch.optim.AdamW``, and a fill-drain pipeline schedule
+  (all forwards, then all backwards) over point-to-point sends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from megatron.core import parallel_state as ps
+
+if TYPE_CHECKING:
+    from r1core.models.policy import Batch, Policy
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings of :meth:`Policy.train_step`.
+
+    lr, weight_decay, betas, eps: AdamW's.
+    clip_grad: global gradient-norm clip (0 disables).
+    distributed_optimizer: shard optimiser state over data-parallel ranks (CUDA engine).
+    """
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+    distributed_optimizer: bool = True
+
+
+class Trainer:
+    """Runs forwards/backwards over the pipeline and steps the optimiser for a :class:`Policy`."""
+
+    def __init__(self, policy: "Policy", optim: OptimConfig) -> None:
+        self.policy = policy
+        self.optim_config = optim
+        self.cuda = torch.cuda.is_available() and next(policy.model.parameters()).is_cuda
+        self._optimizer: Any = None
+        self._ddp: Any = None
+
+    # ------------------------------------------------------------------ pipeline plumbing
+
+    @property
+    def first_stage(self) -> bool:
+        return ps.is_pipeline_first_stage()
+
+    @property
+    def last_stage(self) -> bool:
+        return ps.is_pipeline_last_stage()
+
+    def _activation_shape(self, batch: "Batch") -> tuple[int, int, int]:
+        seq, micro = batch.input_ids.shape[1], batch.input_ids.shape[0]
+        if self.policy.parallel.sequence_parallel:
+            seq //= self.policy.parallel.tensor
+        return seq, micro, self.policy.spec.hidden_size
+
+    def _recv_prev(self, batch: "Batch") -> torch.Tensor:
+        buf = torch.empty(self._activation_shape(batch), dtype=self._dtype(), device=self.policy.device)
+        dist.recv(buf, src=ps.get_pipeline_model_parallel_prev_rank())
+        return buf.requires_grad_()
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.policy.model.parameters()).dtype
+
+    def _stage_forward(self, batch: "Batch", model: torch.nn.Module, **head: Any) -> tuple[Any, Any]:
+        """Forward of this stage. Returns (input activation or None, output)."""
+        received = None
+        if not self.first_stage:
+            received = self._recv_prev(batch)
+            self.policy.model.set_input_tensor(received)
+        out = self.policy.forward(batch, model=model, **head)
+        if not self.last_stage:
+            dist.send(out.detach().contiguous(), dst=ps.get_pipeline_model_parallel_next_rank())
+        return received, out
+
+    def _broadcast_from_last(self, out: Any, batch: "Batch", return_entropy: bool) -> tuple[torch.Tensor, Any]:
+        if ps.get_pipeline_model_parallel_world_size() == 1:
+            return out
+        shape = tuple(batch.labels.shape)
+        logp = out[0].contiguous() if self.last_stage else torch.empty(shape, device=self.policy.device)
+        src = ps.get_pipeline_model_parallel_last_rank()
+        group = ps.get_pipeline_model_parallel_group()
+        dist.broadcast(logp, src=src, group=group)
+        entropy = None
+        if return_entropy:
+            entropy = out[1].contiguous() if self.last_stage else torch.empty(shape, device=self.policy.device)
+            dist.broadcast(entropy, src=src, group=group)
+        return logp, entropy
+
+    def forward_only(self, batch: "Batch", *, temperature: float, return_entropy: bool) -> tuple[torch.Tensor, Any]:
+        """No-grad forward across the pipeline; every rank gets ``(logp, entropy)``."""
+        head = dict(temperature=temperature, return_entropy=return_entropy)
+        _, out = self._stage_forward(batch, self.policy.model, **head)
+        return self._broadcast_from_last(out, batch, return_entropy)
+
+    # ------------------------------------------------------------------ training
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.model.parameters() if p.requires_grad]
+
+    def train_step(self, micro_batches: Sequence[dict[str, Any]], loss_fn: Callable, *,
+                   temperature: float, return_entropy: bool) -> dict[str, torch.Tensor]:
+        if not micro_batches:
+            raise ValueError("train_step needs at least one micro-batch")
+        if self.cuda:
+            from r1core.models.train_cuda import cuda_train_step
+
+            return cuda_train_step(self, micro_batches, loss_fn, temperature=temperature,
+                                   return_entropy=return_entropy)
+        policy = self.policy
+        policy.model.train()
+        optimizer = self._cpu_optimizer()
+        optimizer.zero_grad(set_to_none=True)
+        head = dict(temperature=temperature, return_entropy=return_entropy)
+        stash = []
+        for mb in micro_batches:  # fill: every forward first (activations stay alive) ...
+            batch = policy.make_batch(mb["input_ids"], mb.get("lengths"))
+            routes = mb.get("routing")
+            if routes is not None:
+                with policy.replay_routing(routes):
+                    received, out = self._stage_forward(batch, policy.model, **head)
+            else:
+                received, out = self._stage_forward(batch, policy.model, **head)
+            stash.append((batch, received, out, mb))
+        losses, metrics_sum = [], {}
+        for batch, received, out, mb in reversed(stash):  # ... then drain backwards
+            if self.last_stage:
+                logp = policy.unpack(out[0], batch)
+                entropy = policy.unpack(out[1], batch) if out[1] is not None else None
+                loss, metrics = loss_fn(logp, entropy, mb)
+                (loss / len(micro_batches)).backward()
+                losses.append(loss.detach())
+                for key, value in metrics.items():
+                    metrics_sum[key] = metrics_sum.get(key, 0.0) + torch.as_tensor(value).detach().float()
+            else:
+                grad = torch.empty_like(out)
+                dist.recv(grad, src=ps.get_pipeline_model_parallel_next_rank())
+                out.backward(grad)
+            if received is not None:
+                dist.send(received.grad.contiguous(), dst=ps.get_pipeline_model_parallel_prev_rank())
+        self._cpu_finalize_grads()
+        grad_norm = self._cpu_grad_norm()
+        clip = self.optim_config.clip_grad
+        if clip > 0:
+            scale = torch.clamp(clip / (grad_norm + 1e-6), max=1.0)
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+        optimizer.step()
+        result = {"grad_norm": grad_norm, "lr": torch.tensor(self.optim_config.lr)}
+        if losses:
+            result["loss"] = torch.stack(losses).mean()
+            result.update({k: v / len(micro_batches) for k, v in metrics_sum.items()})
+        return result
+
+    def optimizer(self) -> Any:
+        """The optimiser of this engine, created on first use (AdamW on CPU, Megatron's on CUDA)."""
+        if self.cuda:
+            from r1core.models.train_cuda import _setup
+
+            return _setup(self)[1]
+        return self._cpu_optimizer()
+
+    def _cpu_optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            c = self.optim_config
+            self._optimizer = torch.optim.AdamW(
+                self.parameters(), lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay
+            )
+        return self._optimizer
+
+    def _cpu_finalize_grads(self) -> None:
+        """Average over data-parallel replicas; sum the tied embedding across stages."""
+        model = self.policy.model
+        if self.policy.spec.tie_word_embeddings and ps.get_pipeline_model_parallel_world_size() > 1:
+            if ps.is_rank_in_embedding_group():
+                weight = model.shared_embedding_or_output_weight()
+                grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)
+                dist.all_reduce(grad, group=ps.get_embedding_group())
+                weight.grad = grad
+        # Megatron DDP's scaling: every gradient is divided by the dense data-parallel size;
+        # expert gradients are summed over the expert data-parallel group (the dispatcher's
+        # backward already summed the contributions of the other expert-parallel ranks' tokens).
+        dense_dp = ps.get_data_parallel_world_size()
+        for p in self.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            expert = not getattr(p, "allreduce", True)
+            group = ps.get_expert_data_parallel_group() if expert else ps.get_data_parallel_group()
+            if dist.get_world_size(group) > 1:
+                dist.all_reduce(p.grad, group=group)
+            if dense_dp > 1:
+                p.grad.div_(dense_dp)
+
+    def _cpu_grad_norm(self) -> torch.Tensor:
+        """Global L2 norm over all model-parallel shards, tensor-parallel duplicates once."""
+        tp_rank = ps.get_tensor_model_parallel_rank()
+        etp_rank = ps.get_expert_tensor_parallel_rank()
+        dense = torch.zeros((), dtype=torch.float64)
+        expert = torch.zeros((), dtype=torch.float64)
+        for p in self.parameters():
+            if getattr(p, "shared", False):
+                continue  # the last stage's copy of the tied embedding: counted on the first
+            is_expert = not getattr(p, "allreduce", True)
+            sharded = getattr(p, "tensor_model_parallel", False)
+            if not sharded and (etp_rank if is_expert else tp_rank) != 0:
+                continue
+            sq = p.grad.double().pow(2).sum()
+            if is_expert:
+                expert += sq
+            else:
+                dense += sq
+        for value, group in ((dense, ps.get_model_parallel_group()),
+                             (expert, ps.get_expert_tensor_model_pipeline_parallel_group())):
+            if dist.get_world_size(group) > 1:
+                dist.all_reduce(value, group=group)
+        total = (dense + expert).sqrt().float()
+        if not math.isfinite(float(total)):  # host sync: a non-finite norm must stop the step
+            raise FloatingPointError(f"gradient norm is {float(total)}")
+        return total

@@ -1,0 +1,175 @@
+"""Final-answer extraction from model responses (pure Python, no math-verify).
+
+The rules, applied in this order (documented here once; ``math.py`` and the tests follow them):
+
+1. Answer region. If the response has a ``</think>``, only the text after the *last*
+   ``</think>`` is searched: the chain of thought is scratch space, and a value boxed inside it
+   is neither the answer nor counted as a candidate. A response that opens ``<think>`` and
+   never closes it (truncated) has no answer region. Otherwise the whole response is searched.
+2. Candidates, by the first marker kind present in the region:
+   a. ``<answer>...</answer>`` tags: one candidate per tag (the tag's last ``\\boxed{}`` if it
+      holds one, else its whole text);
+   b. ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, also ``\\boxed 5``): one per box;
+   c. GSM8K's ``#### N``: one per marker, the rest of that line.
+   The **last** candidate is the final answer. With no marker the caller may fall back to
+   math-verify's own extraction (last number or LaTeX, "answer is ..." anchors).
+3. Spraying. Distinct candidates are counted after removing whitespace and ``\\phantom{...}``
+   (models draw empty ``\\boxed{\\phantom{2}}`` cells in long-division tableaux); if more than
+   ``MathAccuracyConfig.max_distinct_answers`` (3) distinct non-empty candidates remain, the response is a spray of guesses
+   and earns nothing. A list of candidates inside one box is handled by math-verify, which
+   never equates a set or tuple with a single value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+# Everything here must stay linear in the response length: megabyte answers with thousands of
+# unclosed tags or braces are part of the adversarial test set.
+_HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
+_PHANTOM_RE = re.compile(r"\\phantom\{[^{}]*\}")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+MarkerKind = Literal["answer_tag", "boxed", "hash", "none"]
+
+
+@dataclass(frozen=True)
+class ExtractedAnswer:
+    """What the extraction found in one response.
+
+    Fields:
+        kind: which marker produced the candidates ("none" when no marker was found).
+        final: the final answer text (the last candidate), or None.
+        region: the text that was searched (after the last ``</think>``, or all of it).
+        num_distinct: number of distinct non-empty candidates (after normalisation).
+        boxed: True when ``final`` is a whole ``\\boxed{...}`` expression (so math-verify
+            receives it with its box, and applies its boxed normalisation).
+    """
+
+    kind: MarkerKind
+    final: str | None
+    region: str
+    num_distinct: int
+    boxed: bool = False
+
+
+def answer_region(response: str) -> str:
+    """Text after the last ``</think>``; empty if ``<think>`` is opened and never closed."""
+    close = response.rfind("</think>")
+    if close >= 0:
+        return response[close + len("</think>") :]
+    if "<think>" in response:
+        return ""
+    return response
+
+
+_BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+
+
+def _brace_matches(text: str) -> dict[int, int]:
+    """Map from each ``{`` index to its matching ``}`` index, escapes respected.
+
+    One pass with a stack, so finding every box is linear even on megabytes of unbalanced
+    braces (rescanning from each opening brace would be quadratic).
+    """
+    matches: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _BRACE_RE.finditer(text):
+        char = match.group()
+        if char == "{":
+            stack.append(match.start())
+        elif char == "}" and stack:
+            matches[stack.pop()] = match.start()
+    return matches
+
+
+def find_boxed(text: str) -> list[tuple[str, str]]:
+    """All ``\\boxed``/``\\fbox`` answers in order, as (``\\boxed{content}``, content) pairs.
+
+    An unbalanced box (a truncated response) is skipped. ``\\boxed 5`` (space form) takes the
+    next whitespace-free token. Boxes nested inside a listed box are not listed separately.
+    """
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return []
+    matches = _brace_matches(text)
+    found: list[tuple[str, str]] = []
+    position = 0
+    for box in _BOX_RE.finditer(text):
+        start, after = box.start(), box.end()
+        if start < position:
+            continue  # inside the previous box
+        if after < len(text) and text[after] == "{":
+            close = matches.get(after, -1)
+            if close >= 0:
+                content = text[after + 1 : close]
+                found.append(("\\boxed{" + content + "}", content))
+                position = close + 1
+        elif after < len(text) and text[after] == " ":
+            token = re.match(r" +([^\s$]+)", text[after : after + 4096])
+            if token:
+                found.append(("\\boxed{" + token.group(1) + "}", token.group(1)))
+                position = after + token.end()
+    return found
+
+
+def find_answer_tags(text: str) -> list[str]:
+    """Contents of every closed ``<answer>...</answer>`` in order (non-greedy, like a lazy
+    regex, but linear: once an opening tag has no closing tag after it, none later has)."""
+    contents = []
+    position = 0
+    while True:
+        start = text.find("<answer>", position)
+        if start < 0:
+            return contents
+        end = text.find("</answer>", start + len("<answer>"))
+        if end < 0:
+            return contents
+        contents.append(text[start + len("<answer>") : end])
+        position = end + len("</answer>")
+
+
+def normalize_candidate(candidate: str) -> str:
+    """Key used to count distinct candidates: no whitespace, no ``\\phantom{...}``."""
+    return _WHITESPACE_RE.sub("", _PHANTOM_RE.sub("", candidate))
+
+
+def extract_answer(response: str) -> ExtractedAnswer:
+    """Apply the rules of this module's docstring to one response."""
+    region = answer_region(response)
+    candidates: list[str]
+    kind: MarkerKind
+    boxed_final = False
+    tags = find_answer_tags(region)
+    if tags:
+        kind = "answer_tag"
+        candidates = []
+        for index, tag in enumerate(tags):
+            boxes = find_boxed(tag)
+            if boxes:
+                candidates.append(boxes[-1][1])
+                boxed_final = index == len(tags) - 1
+            else:
+                candidates.append(tag.strip())
+        final = candidates[-1]
+        if boxed_final:
+            final = find_boxed(tags[-1])[-1][0]
+    else:
+        boxes = find_boxed(region)
+        if boxes:
+            kind = "boxed"
+            candidates = [content for _, content in boxes]
+            final, boxed_final = boxes[-1][0], True
+        else:
+            hashes = _HASH_RE.findall(region)
+            if hashes:
+                kind = "hash"
+                candidates = [value.strip() for value in hashes]
+                final = candidates[-1]
+            else:
+                return ExtractedAnswer("none", None, region, 0)
+    distinct = {normalize_candidate(candidate) for candidate in candidates}
+    distinct.discard("")
+    return ExtractedAnswer(kind, final, region, len(distinct), boxed_final)

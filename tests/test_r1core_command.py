@@ -1,0 +1,115 @@
+"""The ``r1core`` command: configuration checked before any work, dispatch to components,
+clear errors for components not present, ``bench`` and ``launch`` delegation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from r1core import cli
+
+
+@pytest.fixture
+def entry_module(tmp_path, monkeypatch):
+    """A real importable module whose run(cfg) records what it was given."""
+    package = tmp_path / "entry_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "good.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+        def run(cfg):
+            Path(cfg.run.output_root, "received.txt").write_text(
+                f"{type(cfg).__name__} tensor={cfg.parallel.tensor} resume={cfg.checkpoint.resume}")
+            return 0
+    """))
+    (package / "broken.py").write_text("import a_module_that_does_not_exist_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "entry_pkg"
+
+
+def test_train_dispatches_a_validated_config(tmp_path, monkeypatch, entry_module):
+    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.good", "run", "test trainer"))
+    root = tmp_path / "runs"
+    root.mkdir()
+    status = cli.main(["train", f"run.output_root={root}", "--resume", "parallel.tensor=2"])
+    assert status == 0
+    assert (root / "received.txt").read_text() == "RunConfig tensor=2 resume=True"
+    assert "tensor: 2" in (root / "r1core" / "config.yaml").read_text()  # saved into the run dir
+
+
+def test_unknown_key_fails_before_any_work(tmp_path, monkeypatch, entry_module, capsys):
+    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.good", "run", "test trainer"))
+    root = tmp_path / "runs"
+    root.mkdir()
+    status = cli.main(["train", f"run.output_root={root}", "trainer.lr=1e-6"])
+    assert status == cli.EXIT_CONFIG_ERROR
+    assert "unknown configuration key 'trainer'" in capsys.readouterr().err
+    assert list(root.iterdir()) == []  # nothing written, nothing run
+
+
+def test_config_file_errors_name_the_key(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("parallel:\n  tensor: four\n")
+    assert cli.main(["sft", "--config", str(path)]) == cli.EXIT_CONFIG_ERROR
+    assert "'parallel.tensor'" in capsys.readouterr().err
+
+
+def test_missing_component_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(cli.ENTRY_POINTS, "eval", ("r1core.no_such_module_here", "run", "the evaluator"))
+    status = cli.main(["eval", f"run.output_root={tmp_path}"])
+    assert status == cli.EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert "the evaluator (r1core.no_such_module_here.run) is not available" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_errors_inside_a_component_are_not_hidden(monkeypatch, entry_module):
+    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.broken", "run", "broken trainer"))
+    with pytest.raises(ModuleNotFoundError, match="a_module_that_does_not_exist_anywhere"):
+        cli.main(["train"])
+
+
+def test_print_config_shows_the_resolved_configuration(capsys):
+    assert cli.main(["train", "--print-config", "--resume", "parallel.pipeline=4", "run.seed=9"]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline: 4" in out and "seed: 9" in out and "resume: true" in out
+
+
+def test_bench_runs_the_perf_suite(tmp_path, monkeypatch):
+    script = tmp_path / "run_all.py"
+    script.write_text("import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('ran')\nsys.exit(7)\n")
+    monkeypatch.setattr(cli, "BENCH_SCRIPT", script)
+    marker = tmp_path / "marker"
+    assert cli.main(["bench", str(marker)]) == 7
+    assert marker.read_text() == "ran"
+
+
+def test_bench_without_the_suite(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "BENCH_SCRIPT", tmp_path / "perf" / "run_all.py")
+    assert cli.main(["bench"]) == cli.EXIT_UNAVAILABLE
+    assert "is not present" in capsys.readouterr().err
+
+
+def test_launch_is_delegated(capsys):
+    assert cli.main(["launch", "plan", "--gpus", "8", "--tp", "2"]) == 0
+    assert "8 GPUs = TP 2 x CP 1 x DP 4 x PP 1" in capsys.readouterr().out
+
+
+def test_module_entry_point_as_torchrun_starts_it(tmp_path):
+    """``python -m r1core.cli`` (what torchrun runs) parses and refuses a bad key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "r1core.cli", "train", "parallel.tensr=2"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )
+    assert result.returncode == cli.EXIT_CONFIG_ERROR
+    assert "parallel.tensr" in result.stderr and "Did you mean: 'tensor'?" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as raised:
+        cli.main([])
+    assert raised.value.code == 2

@@ -1,0 +1,143 @@
+"""Configuration: defaults, YAML, dotted overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pytest
+from omegaconf import MISSING
+
+from r1core.config import ConfigError, RunConfig, dump_config, load_config
+from r1core.launch.layout import ParallelConfig
+from r1core.trainer.checkpoint import CheckpointConfig
+
+
+def test_defaults_are_real_dataclass_instances():
+    config = load_config(RunConfig)
+    assert isinstance(config, RunConfig)
+    assert isinstance(config.parallel, ParallelConfig)
+    assert isinstance(config.checkpoint, CheckpointConfig)
+    assert config == RunConfig()
+
+
+def test_yaml_then_overrides_in_that_order(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("run:\n  name: exp1\n  seed: 5\nparallel:\n  tensor: 2\n  pipeline: 2\n")
+    config = load_config(RunConfig, path, ["parallel.tensor=4", "checkpoint.keep_last=1", "run.output_root=/tmp/x"])
+    assert (config.run.name, config.run.seed) == ("exp1", 5)
+    assert (config.parallel.tensor, config.parallel.pipeline) == (4, 2)
+    assert config.checkpoint.keep_last == 1
+    assert config.checkpoint_directory == "/tmp/x/exp1/checkpoints"
+
+
+def test_unknown_override_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as raised:
+        load_config(RunConfig, None, ["parallel.tensr=2"])
+    message = str(raised.value)
+    assert raised.value.key == "parallel.tensr"
+    assert "unknown configuration key 'parallel.tensr'" in message
+    assert "Did you mean: 'tensor'?" in message
+    assert "tensor, virtual_pipeline" in message
+
+
+def test_unknown_yaml_key_names_the_file_and_full_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("checkpoint:\n  keep_lats: 3\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(RunConfig, path)
+    assert raised.value.key == "checkpoint.keep_lats"
+    assert str(path) in str(raised.value) and "keep_last" in str(raised.value)
+
+
+def test_unknown_top_level_key_lists_the_sections():
+    with pytest.raises(ConfigError, match="unknown configuration key .trainer. .*Valid keys at the top level: algorithm, checkpoint, data"):
+        load_config(RunConfig, None, ["trainer.lr=1e-6"])
+
+
+def test_sections_not_defined_yet_accept_no_keys():
+    with pytest.raises(ConfigError, match="'policy': none \\(this section has no keys yet\\)"):
+        load_config(RunConfig, None, ["policy.lr=1e-6"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "fragment"),
+    [
+        ("parallel.tensor=two", "parallel.tensor", "could not be converted to Integer"),
+        ("parallel.tensor=1.5", "parallel.tensor", "could not be converted to Integer"),
+        ("parallel.sequence_parallel=maybe", "parallel.sequence_parallel", "not a valid bool"),
+        ("parallel.tensor=null", "parallel.tensor", "Incompatible value 'None'"),
+        ("parallel=3", "parallel", "not a subclass of ParallelConfig"),
+    ],
+)
+def test_type_mismatches_name_the_key(override, key, fragment):
+    with pytest.raises(ConfigError) as raised:
+        load_config(RunConfig, None, [override])
+    assert raised.value.key == key
+    assert f"'{key}'" in str(raised.value) and fragment in str(raised.value)
+
+
+@pytest.mark.parametrize("override", ["parallel.tensor", "=3", "parallel..tensor=2", "run.seed=[1"])
+def test_malformed_overrides(override):
+    with pytest.raises(ConfigError):
+        load_config(RunConfig, None, [override])
+
+
+def test_yaml_file_problems(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(RunConfig, tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(RunConfig, listing)
+
+
+def test_dump_then_load_gives_an_equal_config(tmp_path):
+    config = load_config(RunConfig, None, ["parallel.virtual_pipeline=2", "parallel.pipeline=4", "run.name=r"])
+    path = tmp_path / "run" / "config.yaml"
+    text = dump_config(config, path)
+    assert path.read_text() == text and "virtual_pipeline: 2" in text
+    assert load_config(RunConfig, path) == config
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+@dataclass
+class Inner:
+    values: list[int] = field(default_factory=lambda: [1, 2])
+    ratio: Optional[float] = None
+    required: str = MISSING
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
+
+
+def test_component_schemas_lists_optionals_required_and_post_init():
+    config = load_config(Outer, None, ["inner.required=abc", "inner.values=[3,4,5]", "inner.ratio=0.5"])
+    assert config.inner.values == [3, 4, 5] and config.inner.ratio == 0.5 and config.inner.required == "abc"
+    with pytest.raises(ConfigError, match="'inner.required' is required"):
+        load_config(Outer)
+    with pytest.raises(ConfigError, match="count must be >= 0"):
+        load_config(Outer, None, ["inner.required=x", "count=-1"])
+    with pytest.raises(ConfigError, match=r"'inner.values\[0\]'"):
+        load_config(Outer, None, ["inner.values=[a]", "inner.required=x"])
+
+
+def test_schema_must_be_a_dataclass():
+    with pytest.raises(TypeError, match="must be a dataclass type"):
+        load_config(dict)
+
+
+def test_algorithm_section_is_the_algorithms_package_config():
+    config = load_config(RunConfig, None, ["algorithm.loss=dapo", "algorithm.clip_high=0.28"])
+    assert (config.algorithm.loss, config.algorithm.clip_high) == ("dapo", 0.28)
+    with pytest.raises(ConfigError, match="unknown policy loss 'nope'; valid: cispo"):
+        load_config(RunConfig, None, ["algorithm.loss=nope"])
+    with pytest.raises(ConfigError, match="'algorithm.clip_hi'"):
+        load_config(RunConfig, None, ["algorithm.clip_hi=0.3"])
