@@ -26,9 +26,9 @@ EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
 
 # subcommand -> (module, function, what it is). The function receives the RunConfig.
 ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
-    "train": ("r1core.trainer.grpo", "run", "the GRPO-family RL trainer"),
+    "train": ("r1core.trainer.pipeline", "run", "the GRPO-family RL trainer"),
     "sft": ("r1core.trainer.sft", "run", "the supervised fine-tuning trainer"),
-    "eval": ("r1core.eval", "run", "the evaluator (avg@k, pass@k, maj@k)"),
+    "eval": ("r1core.eval.runner", "run", "the evaluator (avg@k, pass@k, maj@k)"),
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_SCRIPT = REPO_ROOT / "perf" / "run_all.py"

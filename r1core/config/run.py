@@ -5,10 +5,9 @@
 ``r1core/trainer/checkpoint.py``, ``AlgorithmConfig`` in ``r1core/algos/config.py``), and
 functions receive only the sections they use.
 
-The sections of components that are not assembled yet (policy, rollout, rewards, data,
-sft, eval) are typed slots holding an empty dataclass: any key given for them
-fails with "this section has no keys yet" until the component's own dataclass replaces the
-slot's type here. A YAML file for a run looks like::
+With no file and no overrides every section keeps its defaults, which together are the
+embedded default run (a small model built on the spot, cold-start SFT, then GRPO, on CPU).
+A YAML file for a run looks like::
 
     run: {name: qwen-math-grpo, seed: 1}
     parallel: {tensor: 2, pipeline: 1}
@@ -22,7 +21,17 @@ from dataclasses import dataclass, field
 
 from r1core.algos.config import AlgorithmConfig
 from r1core.launch.layout import ParallelConfig
+from r1core.rollout.config import RolloutConfig
 from r1core.trainer.checkpoint import CheckpointConfig
+from r1core.trainer.config import (
+    DataConfig,
+    EmbeddedConfig,
+    EvalConfig,
+    GRPOConfig,
+    PolicyConfig,
+    RewardConfig,
+    SFTConfig,
+)
 
 
 @dataclass
@@ -55,38 +64,6 @@ class LoggingConfig:
     """Python logging level of the console logger."""
 
 
-# Slots for sections whose components are assembled later. Each component replaces the
-# slot's type with its own config dataclass; until then no keys are accepted.
-@dataclass
-class PolicySlot:
-    """Megatron-Core policy (model, optimizer, precision): defined by the policy package."""
-
-
-@dataclass
-class RolloutSlot:
-    """vLLM rollout engine and sampling: defined by the rollout package."""
-
-
-@dataclass
-class RewardSlot:
-    """Verifiable rewards: defined by the rewards package."""
-
-
-@dataclass
-class DataSlot:
-    """Prompt data sets and batching: defined by the data package."""
-
-
-@dataclass
-class SFTSlot:
-    """Supervised fine-tuning (cold start, distillation from jsonl traces)."""
-
-
-@dataclass
-class EvalSlot:
-    """Evaluation (avg@k, pass@k, maj@k)."""
-
-
 @dataclass
 class RunConfig:
     """Everything one ``r1core train|sft|eval`` run is configured by."""
@@ -95,13 +72,15 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    policy: PolicySlot = field(default_factory=PolicySlot)
-    rollout: RolloutSlot = field(default_factory=RolloutSlot)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
-    reward: RewardSlot = field(default_factory=RewardSlot)
-    data: DataSlot = field(default_factory=DataSlot)
-    sft: SFTSlot = field(default_factory=SFTSlot)
-    eval: EvalSlot = field(default_factory=EvalSlot)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(max_model_len=256))
+    algorithm: AlgorithmConfig = field(default_factory=lambda: AlgorithmConfig.preset("dapo"))
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: GRPOConfig = field(default_factory=GRPOConfig)
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     @property
     def checkpoint_directory(self) -> str:

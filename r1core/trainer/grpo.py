@@ -1,0 +1,299 @@
+"""The GRPO trainer: one step of R1-style RL, top to bottom.
+
+    prompts -> rollouts (n per prompt) -> rewards in the worker pool -> advantages
+    -> dynamic-sampling refill -> old and reference log-probs -> policy update
+    -> weight sync -> metrics
+
+The policy (Megatron-Core), the rollout engine (vLLM), the rewards and the algorithm
+pieces are built elsewhere and handed in; this module only orders the work and keeps the
+host synchronisations to the one place that needs them (turning metrics into floats for
+logging at the end of the step).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_advantages, compute_policy_loss, kl_reward
+from r1core.trainer.config import GRPOConfig
+from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
+
+
+@dataclass
+class Prompt:
+    """A tokenised prompt with its verifiable answer. ``uid`` identifies it across steps."""
+
+    prompt_ids: list[int]
+    gold: str
+    uid: int
+
+
+class PromptSource(Protocol):
+    """Endless, resumable stream of training prompts (``r1core.algos.sampling.PromptStream``)."""
+
+    def next(self, count: int) -> list[Prompt]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RewardScorer(Protocol):
+    def __call__(self, responses: list[str], golds: list[str]) -> tuple[list[float], dict[str, list[float]], int]: ...
+
+
+@dataclass
+class StepResult:
+    metrics: dict[str, float]
+    batch: SampleBatch | None = field(default=None, repr=False)
+
+
+class GRPOTrainer:
+    """Runs GRPO steps over a policy, a rollout engine and a reward.
+
+    Args:
+        config: step shape (:class:`GRPOConfig`).
+        algorithm: estimator, loss, clipping, KL and entropy settings
+            (:class:`r1core.algos.AlgorithmConfig`).
+        policy: ``r1core.models.Policy`` (``logprobs``, ``train_step``, ``iter_hf_weights``).
+        rollout: ``r1core.rollout.VLLMRollout`` (``generate``, ``sync_weights``).
+        prompts: a :class:`PromptSource`.
+        decode: token ids -> text, for the rewards.
+        score: ``(responses, golds) -> (totals, {component: scores}, num_failed)``.
+        ref_policy: reference model for the KL term; required when the algorithm uses a
+            KL, and never built or run otherwise.
+    """
+
+    def __init__(
+        self,
+        config: GRPOConfig,
+        algorithm: AlgorithmConfig,
+        policy: Any,
+        rollout: Any,
+        prompts: PromptSource,
+        decode: Callable[[list[int]], str],
+        score: RewardScorer,
+        *,
+        ref_policy: Any | None = None,
+    ) -> None:
+        if algorithm.needs_reference and ref_policy is None:
+            raise ValueError(f"the algorithm applies a KL ({algorithm.kl_mode}, coef {algorithm.kl_coef}) but no ref_policy was given")
+        self.config = config
+        self.algorithm = algorithm
+        self.loss_config = algorithm.loss_config()
+        self.policy = policy
+        self.rollout = rollout
+        self.prompts = prompts
+        self.decode = decode
+        self.score = score
+        self.ref_policy = ref_policy if algorithm.needs_reference else None
+        self.step_index = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs besides the model and optimiser: step and data position."""
+        return {"step": self.step_index, "prompts": self.prompts.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_index = int(state["step"])
+        self.prompts.load_state_dict(state["prompts"])
+
+    # ------------------------------------------------------------------ phases
+
+    def _generate(self, problems: list[Prompt], seed: int, first_group: int) -> SampleBatch:
+        cfg = self.config
+        groups = self.rollout.generate(
+            [p.prompt_ids for p in problems], n=cfg.samples_per_prompt, max_tokens=cfg.max_response_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+        )
+        prompt_ids, response_ids, logps, group_ids, truncated, golds = [], [], [], [], [], []
+        for group, (problem, samples) in enumerate(zip(problems, groups), start=first_group):
+            for sample in samples:
+                prompt_ids.append(problem.prompt_ids)
+                response_ids.append(sample.token_ids)
+                logps.append(torch.tensor(sample.logprobs, dtype=torch.float32))
+                group_ids.append(group)
+                truncated.append(sample.finish_reason == "length")
+                golds.append(problem.gold)
+        batch = SampleBatch(
+            prompt_ids, response_ids, logps, torch.tensor(group_ids), torch.zeros(len(prompt_ids)),
+            torch.tensor(truncated), extras={"golds": golds},
+        )
+        return batch
+
+    def _reward(self, batch: SampleBatch) -> dict[str, float]:
+        responses = [self.decode(ids) for ids in batch.response_ids]
+        totals, components, num_failed = self.score(responses, batch.extras["golds"])
+        batch.rewards = torch.tensor(totals, dtype=torch.float32)
+        batch.extras["components"] = {name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()}
+        return {"reward_failures": float(num_failed)}
+
+    def _sample(self, step_seed: int) -> tuple[SampleBatch, dict[str, float]]:
+        """Rollouts, rewards, advantages, and the dynamic-sampling refill."""
+        cfg = self.config
+        timings: dict[str, float] = {"generate_s": 0.0, "reward_s": 0.0}
+        kept: list[SampleBatch] = []
+        num_kept_groups = dropped = tries = 0
+        extra: dict[str, float] = {}
+        while True:
+            start = time.perf_counter()
+            batch = self._generate(
+                self.prompts.next(cfg.prompts_per_step), step_seed + 7919 * tries, tries * cfg.prompts_per_step
+            )
+            timings["generate_s"] += time.perf_counter() - start
+            start = time.perf_counter()
+            extra.update(self._reward(batch))
+            timings["reward_s"] += time.perf_counter() - start
+            batch.advantages, zero_variance = self._advantages(batch)
+            if tries == 0:
+                extra["reward_mean_all"] = float(batch.rewards.mean())
+            if not cfg.dynamic_sampling:
+                kept.append(batch)
+                break
+            keep = (~zero_variance).nonzero().squeeze(1).tolist()
+            dropped += (len(batch) - len(keep)) // cfg.samples_per_prompt
+            if keep:
+                kept.append(batch.select(keep))
+                num_kept_groups += len(keep) // cfg.samples_per_prompt
+            tries += 1
+            if num_kept_groups >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
+                break
+        if not kept or sum(len(b) for b in kept) == 0:
+            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+        merged = _concat(kept)
+        extra.update(timings)
+        if cfg.dynamic_sampling:
+            extra.update({"groups_dropped": float(dropped), "sampling_tries": float(tries)})
+        return merged, extra
+
+    def _advantages(self, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Response-aligned advantages ``[B, R]`` and the zero-variance flags ``[B]``."""
+        mask = batch.response_mask()
+        token_rewards = None
+        if self.algorithm.kl_mode == "reward" and self.ref_policy is not None:
+            # KL in the reward needs the reference log-probs before the advantages.
+            ref = self._logprobs(self.ref_policy, batch)
+            ref_padded = scatter_response(ref, [1] * len(batch), mask.shape[1])
+            rollout = scatter_response(batch.rollout_logp, [1] * len(batch), mask.shape[1])
+            token_rewards = kl_reward(
+                rollout, ref_padded, mask, coef=self.algorithm.kl_coef, estimator=self.algorithm.kl_estimator
+            )
+        out = compute_advantages(
+            self.algorithm.estimator,
+            AdvantageInputs(batch.rewards, mask, group_ids=batch.group_ids, token_rewards=token_rewards),
+            self.algorithm.advantage_config(),
+        )
+        return out.advantages.float(), out.zero_variance
+
+    def loss_fn(self, logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
+        """The policy loss of one micro-batch (called by ``Policy.train_step``)."""
+        mask = micro["mask"]
+        old_logp = micro.get("old_logp")
+        if old_logp is None:
+            # On-policy update: the behaviour policy is the current one, ratio = 1.
+            old_logp = logp.detach()
+        inputs = LossInputs(
+            logp, old_logp, micro["advantages"], mask,
+            ref_logp=micro.get("ref_logp") if self.algorithm.kl_mode == "loss" else None,
+            rollout_logp=micro["rollout_logp"] if self.loss_config.is_cap is not None else None,
+            entropy=entropy,
+        )
+        loss, metrics = compute_policy_loss(self.algorithm.loss, inputs, self.loss_config)
+        weight = mask.float()
+        count = weight.sum().clamp(min=1)
+        gap = (logp.detach() - micro["rollout_logp"]).abs() * (weight > 0)
+        metrics["logprob_mismatch_mean"] = gap.sum() / count
+        metrics["logprob_mismatch_max"] = gap.max()
+        if entropy is not None:
+            metrics["entropy"] = (entropy.detach() * weight).sum() / count
+        return loss, metrics
+
+    def _logprobs(self, model: Any, batch: SampleBatch) -> list[torch.Tensor]:
+        """Per-sample response log-probs under ``model`` (no grad), in micro-batches."""
+        out: list[torch.Tensor] = []
+        step = self.config.micro_batch_size
+        for start in range(0, len(batch), step):
+            rows = list(range(start, min(start + step, len(batch))))
+            logp = model.logprobs(batch.sequences(rows), temperature=self.config.temperature)
+            out += gather_response(
+                logp, [len(batch.prompt_ids[i]) for i in rows], [len(batch.response_ids[i]) for i in rows]
+            )
+        return out
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self) -> StepResult:
+        """Run one GRPO step; return its metrics as floats."""
+        cfg = self.config
+        step_start = time.perf_counter()
+        seed = cfg.seed * 1_000_003 + self.step_index
+        batch, metrics = self._sample(seed)
+
+        start = time.perf_counter()
+        on_policy = cfg.epochs_per_step * cfg.mini_batches == 1
+        old_logp = None if on_policy else self._logprobs(self.policy, batch)
+        ref_logp = None if self.ref_policy is None else self._logprobs(self.ref_policy, batch)
+        metrics["logprob_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        update_metrics: list[dict[str, torch.Tensor]] = []
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(cfg.epochs_per_step):
+            order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
+            size = -(-len(order) // cfg.mini_batches)
+            for start_row in range(0, len(order), size):
+                micro = micro_batches(
+                    batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=order[start_row : start_row + size]
+                )
+                update_metrics.append(
+                    self.policy.train_step(micro, self.loss_fn, temperature=cfg.temperature, return_entropy=True)
+                )
+        metrics["update_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.rollout.sync_weights(self.policy)
+        metrics["sync_s"] = time.perf_counter() - start
+
+        # The one host synchronisation of the step: metrics become floats for logging.
+        for key in update_metrics[0]:
+            metrics[key] = float(torch.stack([m[key].float() for m in update_metrics]).mean())
+        lengths = batch.response_lengths.float()
+        tokens = int(sum(len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)))
+        metrics.update(
+            {
+                "reward_mean": float(batch.rewards.mean()),
+                "reward_std": float(batch.rewards.std()) if len(batch) > 1 else 0.0,
+                "response_length_mean": float(lengths.mean()),
+                "response_length_max": float(lengths.max()),
+                "truncation_rate": float(batch.truncated.float().mean()),
+                "num_samples": float(len(batch)),
+            }
+        )
+        for name, values in batch.extras.get("components", {}).items():
+            metrics[f"reward/{name}"] = float(values.mean())
+        step_seconds = time.perf_counter() - step_start
+        metrics["step_s"] = step_seconds
+        metrics["tokens_per_second"] = tokens / step_seconds
+        metrics["train_tokens"] = float(tokens)
+        self.step_index += 1
+        return StepResult(metrics, batch)
+
+
+def _concat(batches: list[SampleBatch]) -> SampleBatch:
+    if len(batches) == 1:
+        return batches[0]
+    cat = lambda name: torch.cat([getattr(b, name) for b in batches])  # noqa: E731
+    extras: dict[str, Any] = {"golds": [g for b in batches for g in b.extras["golds"]]}
+    names = batches[0].extras.get("components", {}).keys()
+    extras["components"] = {n: torch.cat([b.extras["components"][n] for b in batches]) for n in names}
+    return SampleBatch(
+        [p for b in batches for p in b.prompt_ids],
+        [r for b in batches for r in b.response_ids],
+        [lp for b in batches for lp in b.rollout_logp],
+        cat("group_ids"), cat("rewards"), cat("truncated"),
+        cat("advantages") if batches[0].advantages is not None else None,
+        None, extras,
+    )

@@ -1,0 +1,267 @@
+"""The R1 pipeline behind ``r1core train``: cold-start SFT, then GRPO, with held-out
+evaluation before, during and after RL.
+
+With no model configured (``policy.hf_dir`` empty) the run is the embedded default: it
+builds a tokenizer and a small random-initialised Qwen2-style model, writes cold-start
+traces in the R1 format for a synthetic verifiable task, fine-tunes on them, then trains
+with GRPO on vLLM rollouts and rule-based rewards, entirely on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
+from r1core.algos.sampling.prompts import PromptStream
+from r1core.trainer.grpo import GRPOTrainer, Prompt
+from r1core.trainer.run_logger import RunLogger
+from r1core.trainer.sft import run_sft
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _corrupt(answer: str, rng: random.Random) -> str:
+    value = int(answer)
+    return str(value + rng.choice([-3, -2, -1, 1, 2, 3]))
+
+
+def cold_start_traces(task: Any, problems: Sequence[Any], noise: float, seed: int) -> list[tuple[str, str]]:
+    """``(problem text, R1-format response)`` pairs; a ``noise`` share ends in a wrong answer."""
+    rng = random.Random(seed)
+    out = []
+    for problem in problems:
+        trace = task.solution_trace(problem, open_think=False)
+        if rng.random() < noise:
+            head, _, _ = trace.rpartition("<answer>")
+            trace = f"{head}<answer>{_corrupt(problem.answer, rng)}</answer>"
+        out.append((problem.problem, trace))
+    return out
+
+
+class Pipeline:
+    """Holds the pieces of one run and runs its phases in order."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.directory)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.checkpoint.resume and (self.run_dir / "metrics.jsonl").exists():
+            # Never mix two runs' logs and checkpoints, and never overwrite a finished run.
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run: pass --resume to continue it, or choose "
+                f"another run.name (or delete the folder) to start a new one"
+            )
+        self.resume_step = None
+        if cfg.checkpoint.resume:
+            from r1core.trainer.checkpoint import CheckpointManager
+
+            self.resume_step = CheckpointManager(cfg.checkpoint_directory).latest_step()
+        self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
+        self.start_time = time.perf_counter()
+
+    # --------------------------------------------------------------- phases
+
+    def build_task(self):
+        from r1core.data.synthetic.base import get_task, split_problems
+        from r1core.data.templates import get_template
+
+        section = self.cfg.data
+        self.task = get_task(section.task, difficulty=section.difficulty)
+        if section.options:
+            fields = {k: int(v) if isinstance(getattr(self.task.config, k, None), int) else v for k, v in section.options.items()}
+            self.task = get_task(section.task, config=replace(self.task.config, **fields))
+        self.train_problems, self.eval_problems = split_problems(
+            self.task, section.num_train, section.num_eval, seed=section.seed
+        )
+        self.template = get_template(section.template)
+
+    def build_model(self) -> Path:
+        """The starting checkpoint: the configured one, or the embedded tokenizer + model."""
+        if self.cfg.policy.hf_dir:
+            self.tokenizer = load_tokenizer(self.cfg.policy.hf_dir)
+            return Path(self.cfg.policy.hf_dir)
+        corpus = [self.template(p.problem) + self.task.solution_trace(p, open_think=False) for p in self.train_problems]
+        embedded = self.cfg.embedded
+        self.tokenizer = train_tokenizer(corpus, self.run_dir / "tokenizer", vocab_size=embedded.vocab_size)
+        return make_tiny_qwen2(self.run_dir / "init", self.tokenizer, embedded.model)
+
+    def encode_prompts(self, problems: Sequence[Any]) -> list[Prompt]:
+        return [Prompt(self.tokenizer.encode(self.template(p.problem)), p.answer, i) for i, p in enumerate(problems)]
+
+    def decode(self, ids: list[int]) -> str:
+        eos = self.tokenizer.eos_token_id
+        return self.tokenizer.decode([i for i in ids if i != eos], skip_special_tokens=False)
+
+    def build_policy(self, hf_dir: Path, lr: float):
+        from r1core.models import OptimConfig, build_policy
+
+        policy_cfg = self.cfg.policy
+        optim = OptimConfig(lr=lr, weight_decay=policy_cfg.weight_decay, clip_grad=policy_cfg.clip_grad)
+        return build_policy(hf_dir, self.cfg.parallel, dtype=_dtype(policy_cfg.dtype), optim=optim, seed=self.cfg.run.seed)
+
+    def cold_start(self, start_dir: Path, progress: Callable[[str], None]) -> Path:
+        section = self.cfg.sft
+        if section.epochs <= 0:
+            return start_dir
+        policy = self.build_policy(start_dir, section.lr)
+        eos = self.tokenizer.eos_token_id
+        traces = cold_start_traces(self.task, self.train_problems, section.trace_noise, self.cfg.run.seed)
+        examples = [(self.tokenizer.encode(self.template(q)), self.tokenizer.encode(r) + [eos]) for q, r in traces]
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            self.logger.log(step, metrics, phase="sft")
+            progress(f"sft step {step}: nll {metrics['loss']:.3f}")
+
+        run_sft(policy, examples, section, on_step=on_step)
+        out = self.run_dir / "sft"
+        policy.export_hf(out)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    # --------------------------------------------------------------- evaluation
+
+    def evaluate(self, rollout: Any, step: int, progress: Callable[[str], None]) -> float:
+        """avg@k accuracy on the held-out problems (R1's pass@1 from k samples); logged."""
+        from r1core.data.templates import extract_answer_tag
+        from r1core.eval import evaluate
+
+        section = self.cfg.eval
+        prompts = self.encode_prompts(self.eval_problems)
+        groups = rollout.generate(
+            [p.prompt_ids for p in prompts], n=section.k, max_tokens=section.max_tokens,
+            temperature=section.temperature, seed=10_000 + self.cfg.run.seed,
+        )
+        responses = [[self.decode(sample.token_ids) for sample in group] for group in groups]
+        report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k], extract_fn=extract_answer_tag)
+        metrics = {key: float(value) for key, value in report.items() if isinstance(value, (int, float))}
+        metrics["accuracy"] = metrics[f"avg@{section.k}"]
+        lengths = [len(s.token_ids) for group in groups for s in group]
+        metrics["response_length_mean"] = sum(lengths) / len(lengths)
+        self.logger.log(step, metrics, phase="eval")
+        progress(f"eval at step {step}: accuracy {metrics['accuracy']:.3f}")
+        return metrics["accuracy"]
+
+    def grade(self, responses: list[str], golds: list[str]) -> list[float]:
+        return self.pool.score(self.accuracy_reward, responses, golds).scores
+
+    # --------------------------------------------------------------- RL
+
+    def reinforce(self, start_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+        from r1core.rewards import RewardPool, RewardPoolConfig, compose_rewards, get_reward
+        from r1core.rollout import VLLMRollout
+        from r1core.trainer.checkpoint import CheckpointManager
+
+        cfg = self.cfg
+        rollout = VLLMRollout(start_dir, config=cfg.rollout)
+        policy = self.build_policy(start_dir, cfg.policy.lr)
+        ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
+        reward_cfg = cfg.reward
+        composite = compose_rewards(reward_cfg.weights, configs={"r1_format": {"allow_missing_think_open": True}}
+                                    if "r1_format" in reward_cfg.weights else None)
+        self.accuracy_reward = get_reward("math_accuracy")
+        self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers, sample_timeout_s=reward_cfg.sample_timeout_s))
+
+        def score(responses: list[str], golds: list[str]):
+            result = self.pool.score_composite(composite, responses, golds)
+            failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
+            return result.totals, result.components, failed
+
+        prompts = PromptStream(self.encode_prompts(self.train_problems), seed=cfg.run.seed, id_of=lambda p: p.uid)
+        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score, ref_policy=ref_policy)
+        checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
+        summary: dict[str, Any] = {}
+        latest = checkpoints.load_latest() if self.resume_step is not None else None
+        if latest is not None:
+            from r1core.trainer.rng import restore_rng_state
+
+            policy.load_state_dict(latest.state["policy"])
+            trainer.load_state_dict(latest.state["trainer"])
+            summary = dict(latest.state["summary"])
+            restore_rng_state(latest.state["rng"])
+            rollout.sync_weights(policy)
+            progress(f"resumed from step {trainer.step_index}")
+        else:
+            summary["accuracy_start"] = self.evaluate(rollout, 0, progress)
+
+        total_tokens = summary.get("train_tokens", 0.0)
+        while trainer.step_index < cfg.trainer.steps:
+            result = trainer.step()
+            step = trainer.step_index
+            total_tokens += result.metrics["train_tokens"]
+            self.logger.log(step, result.metrics)
+            m = result.metrics
+            progress(f"rl step {step}/{cfg.trainer.steps}: reward {m['reward_mean']:.3f}, "
+                     f"length {m['response_length_mean']:.1f}, {m['tokens_per_second']:.0f} tok/s")
+            if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
+                summary["accuracy_end"] = self.evaluate(rollout, step, progress)
+            summary["train_tokens"] = total_tokens
+            if step % cfg.checkpoint.interval == 0 or step == cfg.trainer.steps:
+                checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(), "summary": summary}, config=cfg)
+        summary["steps"] = trainer.step_index
+        policy.export_hf(self.run_dir / "final")
+        self.tokenizer.save_pretrained(self.run_dir / "final")
+        self.pool.close()
+        rollout.close()
+        return summary
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        wall = time.perf_counter() - self.start_time
+        rl_seconds = sum(r.get("step_s", 0.0) for r in self.logger.history if r["phase"] == "train")
+        summary.update(
+            {
+                "wall_seconds": wall,
+                "tokens_per_second": summary.get("train_tokens", 0.0) / rl_seconds if rl_seconds else 0.0,
+                "accuracy_gain": summary.get("accuracy_end", float("nan")) - summary.get("accuracy_start", float("nan")),
+                "run_dir": str(self.run_dir),
+            }
+        )
+        self.logger.plot(
+            self.run_dir / "curves.png",
+            [("reward_mean", "train"), ("accuracy", "eval"), ("response_length_mean", "train")],
+        )
+        self.logger.write_summary(summary)
+        self.logger.close()
+        return summary
+
+
+def run(cfg: Any) -> int:
+    """``r1core train``: the whole pipeline for the run configuration ``cfg``."""
+    from tqdm import tqdm
+
+    pipeline = Pipeline(cfg)
+    bar = tqdm(total=3 + cfg.trainer.steps, desc="r1core", unit="phase", dynamic_ncols=True)
+
+    def progress(message: str) -> None:
+        bar.set_postfix_str(message, refresh=False)
+        if message.startswith(("rl step", "resumed")) or message.endswith("built"):
+            bar.update(1)
+        bar.write(message) if message.startswith("eval") else None
+
+    pipeline.build_task()
+    sft_dir = pipeline.run_dir / "sft"
+    if pipeline.resume_step is not None and (sft_dir / "config.json").is_file():
+        # The cold start finished before the interruption: continue from its checkpoint.
+        pipeline.tokenizer = load_tokenizer(sft_dir)
+        start = sft_dir
+        progress("model built")
+    else:
+        start = pipeline.build_model()
+        progress("model built")
+        start = pipeline.cold_start(start, progress)
+    progress("cold start built")
+    summary = pipeline.reinforce(start, progress)
+    summary = pipeline.finish(summary)
+    bar.close()
+    print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds", "tokens_per_second") if k in summary}, indent=2))
+    return 0

@@ -1,0 +1,111 @@
+"""Supervised fine-tuning (cold start, distillation) on prompt/response token pairs.
+
+The loss is the mean negative log-likelihood of the response tokens (prompt tokens are
+context only), computed through the same fused log-prob head as the RL loss.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Sequence
+
+import torch
+
+from r1core.trainer.config import SFTConfig
+from r1core.trainer.samples import response_mask
+
+
+def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
+    """Token-mean NLL over ``micro["mask"]`` (response tokens)."""
+    mask = micro["mask"]
+    count = mask.sum().clamp(min=1)
+    nll = -(logp * mask).sum() / count
+    return nll, {"nll": nll.detach()}
+
+
+def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_batch_size: int) -> list[dict[str, Any]]:
+    """Micro-batch dicts (``input_ids`` list + response ``mask``) for ``Policy.train_step``."""
+    out = []
+    for start in range(0, len(examples), micro_batch_size):
+        chunk = examples[start : start + micro_batch_size]
+        prompt_lengths = [len(p) for p, _ in chunk]
+        response_lengths = [len(r) for _, r in chunk]
+        width = max(p + r for p, r in zip(prompt_lengths, response_lengths)) - 1
+        out.append(
+            {
+                "input_ids": [torch.tensor(p + r, dtype=torch.long) for p, r in chunk],
+                "mask": response_mask(prompt_lengths, response_lengths, width).float(),
+            }
+        )
+    return out
+
+
+def run_sft(
+    policy: Any,
+    examples: Sequence[tuple[list[int], list[int]]],
+    config: SFTConfig,
+    *,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``policy`` on ``(prompt_ids, response_ids)`` pairs; return per-step metrics.
+
+    ``on_step(step, metrics)`` is called after every optimiser step (logging, progress).
+    """
+    if not examples:
+        raise ValueError("no SFT examples")
+    for index, (prompt, response) in enumerate(examples):
+        if not prompt or not response:
+            raise ValueError(f"SFT example {index} has an empty prompt or response")
+    rng = random.Random(config.seed)
+    num_steps = max(1, int(round(config.epochs * len(examples) / config.batch_size)))
+    order: list[int] = []
+    history = []
+    for step in range(num_steps):
+        while len(order) < config.batch_size:
+            epoch = list(range(len(examples)))
+            rng.shuffle(epoch)
+            order += epoch
+        rows, order = order[: config.batch_size], order[config.batch_size :]
+        micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
+        metrics = {k: float(v) for k, v in policy.train_step(micro, sft_loss).items()}
+        history.append(metrics)
+        if on_step is not None:
+            on_step(step, metrics)
+    return history
+
+
+def run(cfg: Any) -> int:
+    """``r1core sft``: fine-tune ``policy.hf_dir`` on the jsonl traces ``sft.traces``
+    (rows ``{"prompt": ..., "response": ...}``; the prompt is used as written, already
+    templated) and write the result to ``<run dir>/final``."""
+    from pathlib import Path
+
+    from r1core.data.loaders import load_problems
+    from r1core.models import OptimConfig, build_policy
+    from r1core.trainer.run_logger import RunLogger
+
+    if not cfg.policy.hf_dir or not cfg.sft.traces:
+        raise ValueError("r1core sft needs policy.hf_dir (the model) and sft.traces (a jsonl of prompt/response rows)")
+    from r1core.trainer.bootstrap import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.policy.hf_dir)
+    # The loader's problem/answer fields carry the prompt and the response here; it names
+    # the file and line of any malformed row.
+    rows = load_problems(cfg.sft.traces, fields={"problem": "prompt", "answer": "response"}, keep_meta=False)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    examples = [
+        (tokenizer.encode(row.problem, add_special_tokens=False), tokenizer.encode(row.answer, add_special_tokens=False) + eos)
+        for row in rows
+    ]
+    dtype = {"auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.policy.dtype]
+    policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=dtype, seed=cfg.run.seed,
+                          optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
+    run_dir = Path(cfg.run.directory)
+    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard)
+    history = run_sft(policy, examples, cfg.sft, on_step=lambda step, metrics: logger.log(step, metrics, phase="sft"))
+    out = policy.export_hf(run_dir / "final")
+    tokenizer.save_pretrained(out)
+    logger.write_summary({"steps": len(history), "final_nll": history[-1]["loss"], "examples": len(examples), "checkpoint": str(out)})
+    logger.close()
+    return 0
