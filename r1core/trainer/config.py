@@ -19,7 +19,7 @@ class PolicyConfig:
     """Hugging Face checkpoint to start from; empty builds the embedded default model."""
     dtype: str = "auto"
     """Parameter dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``."""
-    lr: float = 5e-4
+    lr: float = 2e-4
     """RL learning rate (AdamW)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -123,9 +123,9 @@ class EmbeddedConfig:
 class GRPOConfig:
     """Shape of one GRPO step."""
 
-    steps: int = 40
+    steps: int = 50
     """Optimiser-step batches to train."""
-    prompts_per_step: int = 16
+    prompts_per_step: int = 32
     """Prompts sampled per step (before dynamic sampling drops any)."""
     samples_per_prompt: int = 8
     """Group size: responses per prompt."""
@@ -141,7 +141,7 @@ class GRPOConfig:
     """Optimiser updates per pass; with epochs_per_step = mini_batches = 1 the update is
     exactly on-policy and the old log-probs equal the current ones, so that forward is
     skipped."""
-    micro_batch_size: int = 128
+    micro_batch_size: int = 256
     """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal and refill from further prompts (DAPO)."""
