@@ -135,6 +135,11 @@ def _run_bench(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``r1core`` console script; returns the exit status."""
+    # Intel MKL picks GEMM code paths by buffer alignment, so the same run can round
+    # differently from one process to the next; conditional numerical reproducibility
+    # (fastest path for this processor, fixed per machine) makes a resumed CPU run equal
+    # the uninterrupted one bit for bit. Read when MKL first loads, hence before torch.
+    os.environ.setdefault("MKL_CBWR", "AUTO")
     argv = list(sys.argv[1:] if argv is None else argv)
     # bench and launch own their argument parsing; everything after the word goes to them.
     if argv and argv[0] == "bench":

@@ -46,7 +46,7 @@ def test_unknown_key_fails_before_any_work(tmp_path, monkeypatch, entry_module, 
     root.mkdir()
     status = cli.main(["train", f"run.output_root={root}", "trainer.lr=1e-6"])
     assert status == cli.EXIT_CONFIG_ERROR
-    assert "unknown configuration key 'trainer'" in capsys.readouterr().err
+    assert "unknown configuration key 'trainer.lr'" in capsys.readouterr().err
     assert list(root.iterdir()) == []  # nothing written, nothing run
 
 

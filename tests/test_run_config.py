@@ -51,13 +51,19 @@ def test_unknown_yaml_key_names_the_file_and_full_key(tmp_path):
 
 
 def test_unknown_top_level_key_lists_the_sections():
-    with pytest.raises(ConfigError, match="unknown configuration key .trainer. .*Valid keys at the top level: algorithm, checkpoint, data"):
+    with pytest.raises(ConfigError, match="unknown configuration key .trainr. .*Valid keys at the top level: algorithm, checkpoint, data"):
+        load_config(RunConfig, None, ["trainr.steps=3"])
+
+
+def test_unknown_key_inside_a_component_section_lists_its_keys():
+    with pytest.raises(ConfigError, match="unknown configuration key 'trainer.lr'.*prompts_per_step"):
         load_config(RunConfig, None, ["trainer.lr=1e-6"])
 
 
-def test_sections_not_defined_yet_accept_no_keys():
-    with pytest.raises(ConfigError, match="'policy': none \\(this section has no keys yet\\)"):
-        load_config(RunConfig, None, ["policy.lr=1e-6"])
+def test_component_sections_accept_their_keys():
+    cfg = load_config(RunConfig, None, ["policy.lr=1e-6", "trainer.steps=3", "reward.weights.length_penalty=0.5"])
+    assert cfg.policy.lr == 1e-6 and cfg.trainer.steps == 3
+    assert cfg.reward.weights == {"math_accuracy": 1.0, "r1_format": 0.1, "length_penalty": 0.5}
 
 
 @pytest.mark.parametrize(
