@@ -143,6 +143,14 @@ class GRPOConfig:
     skipped."""
     micro_batch_size: int = 256
     """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
+    overlong_buffer: int = 0
+    """DAPO overlong reward shaping: a linear penalty over the last ``overlong_buffer`` tokens
+    before ``max_response_tokens`` (0 turns it off)."""
+    overlong_penalty: float = 1.0
+    """Penalty of overlong shaping at (and beyond) ``max_response_tokens``."""
+    overlong_filter: bool = False
+    """Mask responses that hit the length limit out of the loss (they still count in their
+    group's baseline)."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal and refill from further prompts (DAPO)."""
     max_refill_tries: int = 3

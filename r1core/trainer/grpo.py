@@ -19,6 +19,8 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_advantages, compute_policy_loss, kl_reward
+from r1core.algos.sampling.groups import GroupBatch
+from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
@@ -131,6 +133,23 @@ class GRPOTrainer:
         batch.extras["components"] = {name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()}
         return {"reward_failures": float(num_failed)}
 
+    def _shape(self, batch: SampleBatch) -> None:
+        """Overlong reward shaping and filtering (``r1core.algos.sampling``), in place."""
+        cfg = self.config
+        if not cfg.overlong_buffer and not cfg.overlong_filter:
+            return
+        groups, size = len(batch) // cfg.samples_per_prompt, cfg.samples_per_prompt
+        grouped = GroupBatch(
+            list(range(groups)), batch.rewards.view(groups, size), batch.response_lengths.view(groups, size),
+            batch.truncated.view(groups, size),
+        )
+        if cfg.overlong_buffer:
+            grouped = OverlongRewardShaping(cfg.max_response_tokens, cfg.overlong_buffer, cfg.overlong_penalty)(grouped)
+        if cfg.overlong_filter:
+            grouped = OverlongFilter()(grouped)
+        batch.rewards = grouped.rewards.reshape(-1)
+        batch.loss_weights = grouped.loss_weight.reshape(-1)
+
     def _sample(self, step_seed: int) -> tuple[SampleBatch, dict[str, float]]:
         """Rollouts, rewards, advantages, and the dynamic-sampling refill."""
         cfg = self.config
@@ -146,6 +165,7 @@ class GRPOTrainer:
             timings["generate_s"] += time.perf_counter() - start
             start = time.perf_counter()
             extra.update(self._reward(batch))
+            self._shape(batch)
             timings["reward_s"] += time.perf_counter() - start
             batch.advantages, zero_variance = self._advantages(batch)
             if tries == 0:
@@ -282,6 +302,12 @@ class GRPOTrainer:
         return StepResult(metrics, batch)
 
 
+def _cat_padded(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate response-aligned ``[B_i, R_i]`` tensors, right-padding to the widest."""
+    width = max(r.shape[1] for r in rows)
+    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1])) for r in rows])
+
+
 def _concat(batches: list[SampleBatch]) -> SampleBatch:
     if len(batches) == 1:
         return batches[0]
@@ -294,6 +320,6 @@ def _concat(batches: list[SampleBatch]) -> SampleBatch:
         [r for b in batches for r in b.response_ids],
         [lp for b in batches for lp in b.rollout_logp],
         cat("group_ids"), cat("rewards"), cat("truncated"),
-        cat("advantages") if batches[0].advantages is not None else None,
-        None, extras,
+        _cat_padded([b.advantages for b in batches]) if batches[0].advantages is not None else None,
+        cat("loss_weights") if batches[0].loss_weights is not None else None, extras,
     )
