@@ -17,14 +17,24 @@ import torch
 
 BACKENDS = ("reference", "triton", "cpp", "cuda")
 
-# Automatic choice, best first, per device type. The order follows the measured results in
-# perf/results/ (on CPU the compiled kernels beat the reference where they are built:
-# cpp_backend_threads1_cpu_*.md; on CUDA the Triton kernels are the tuned path, and the
-# CUDA kernels have not been measured against them yet).
+# Automatic choice, best first, per device type, with per-op exceptions. The order follows
+# the measured results in perf/results/: on CUDA the Triton kernels are the tuned path (the
+# CUDA kernels have not been measured against them yet); on CPU the compiled kernels win for
+# grpo_loss and group_advantages at 1 and 2 threads, but fused_logprobs forward+backward
+# loses to the reference's multi-threaded GEMMs at 2 threads
+# (cpp_backend_threads{1,2}_cpu_2026-11-22.md), and training is forward+backward.
 PREFERENCE: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "cuda", "reference"),
     "cpu": ("cpp", "reference"),
 }
+OP_PREFERENCE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("fused_logprobs", "cpu"): ("reference", "cpp"),
+}
+
+
+def preference(op: str, device_type: str) -> tuple[str, ...]:
+    """Backends to try for ``op`` on ``device_type``, best first."""
+    return OP_PREFERENCE.get((op, device_type), PREFERENCE.get(device_type, ("reference",)))
 
 _IMPLS: dict[str, dict[str, Any]] = {}
 _LOADERS: dict[str, str] = {
@@ -87,7 +97,7 @@ def _usable(op: str, backend: str, device: torch.device) -> str | None:
 def available(op: str, device: torch.device | str) -> list[str]:
     """Backends that can run ``op`` on ``device``, in automatic-preference order."""
     device = torch.device(device)
-    order = PREFERENCE.get(device.type, ("reference",))
+    order = preference(op, device.type)
     rest = tuple(b for b in BACKENDS if b not in order)
     return [b for b in order + rest if _usable(op, b, device) is None]
 
@@ -100,7 +110,7 @@ def resolve(op: str, backend: str | None, device: torch.device) -> tuple[str, An
     A named backend that cannot run raises ``RuntimeError`` with the reason.
     """
     if backend in (None, "auto"):
-        for candidate in PREFERENCE.get(device.type, ("reference",)):
+        for candidate in preference(op, device.type):
             reason = _usable(op, candidate, device)
             if reason is None:
                 return candidate, _IMPLS[op][candidate]
