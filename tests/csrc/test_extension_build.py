@@ -54,17 +54,18 @@ FALLBACK = textwrap.dedent(
     import warnings, torch
     {setup}
     import r1core.ops as ops
-    from r1core.ops.inputs import make_logprobs_inputs
-    hidden, weight, labels = make_logprobs_inputs(5, 8, 11)
+    from r1core.ops.inputs import make_group_rewards
+    # group_advantages prefers the cpp backend on CPU, so it is the op that falls back.
+    rewards = make_group_rewards(4, 3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = ops.fused_logprobs(hidden, weight, labels)
-        again = ops.fused_logprobs(hidden, weight, labels)
-    torch.testing.assert_close(got, ops.logprobs_naive(hidden, weight, labels)[0])
+        got = ops.group_advantages(rewards, group_size=3)
+        again = ops.group_advantages(rewards, group_size=3)
+    torch.testing.assert_close(got.advantages, ops.group_advantages(rewards, group_size=3, backend="reference").advantages)
     messages = [str(w.message) for w in caught if "falling back" in str(w.message)]
     print(len(messages))
     print(messages[0] if messages else "")
-    print(ops.available("fused_logprobs", "cpu"))
+    print(ops.available("group_advantages", "cpu"))
     """
 )
 
