@@ -246,7 +246,8 @@ def run(cfg: Any) -> int:
         bar.set_postfix_str(message, refresh=False)
         if message.startswith(("rl step", "resumed")) or message.endswith("built"):
             bar.update(1)
-        bar.write(message) if message.startswith("eval") else None
+        if message.startswith("eval"):
+            bar.write(message)
 
     pipeline.build_task()
     sft_dir = pipeline.run_dir / "sft"
