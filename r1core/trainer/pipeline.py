@@ -163,7 +163,12 @@ class Pipeline:
         from r1core.trainer.checkpoint import CheckpointManager
 
         cfg = self.cfg
-        rollout = VLLMRollout(start_dir, config=cfg.rollout)
+        rollout_cfg = cfg.rollout
+        if rollout_cfg.dtype == "auto":
+            # vLLM's "auto" runs float32 checkpoints in half precision; sample with the
+            # policy's own dtype so rollout and trainer log-probs agree.
+            rollout_cfg = replace(rollout_cfg, dtype=str(_dtype(cfg.policy.dtype)).removeprefix("torch."))
+        rollout = VLLMRollout(start_dir, config=rollout_cfg)
         policy = self.build_policy(start_dir, cfg.policy.lr)
         ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
         reward_cfg = cfg.reward
