@@ -43,6 +43,24 @@ from perf.harness import Result, write_results
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+CAVEATS = """## How to read this
+
+- Step time is the whole GRPO step: generation, reward, update and weight sync. TRL
+  generates with transformers' `generate` (its vLLM paths need CUDA, so `use_vllm=False`
+  is the only CPU option); r1core generates with vLLM's CPU backend. The generation engine
+  is part of what is compared.
+- The first step of each side carries start-up work (first-call allocations, oneDNN
+  prepacking); the ratio is given over all steps and over steps 2..N.
+- Same start checkpoint, problems, prompt strings, reward, step shape, learning rate,
+  clipping, loss aggregation, no KL, fp32. Different: the order in which problems are
+  drawn (each trainer's own sampler and seed) and the sampling RNG, so the rewards of a
+  few steps differ by chance as well as by method; with 8 steps the reward columns show
+  that both trainers run the same task, not which one learns faster.
+- The machine is a shared 2-core CPU; the load averages at start and end are recorded
+  above. Numbers from a loaded machine are noisy; compare ratios from one invocation only.
+"""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="GRPO optimiser steps for each trainer")
@@ -181,14 +199,17 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "answer": answers})
     composite = compose_rewards({"math_accuracy": 1.0, "r1_format": 0.1},
                                 configs={"r1_format": {"allow_missing_think_open": True}})
-    eos = tokenizer.eos_token
+    eos_id = tokenizer.eos_token_id
 
     per_step: dict[str, list[float]] = {"train_tokens": [], "reward": [], "accuracy": [], "response_length": []}
 
     def r1core_reward(prompts: list[str], completions: list[str], completion_ids: list[list[int]],
                       answer: list[str], **_: Any) -> list[float]:
-        # The same text the r1core trainer scores: the response with the EOS token removed.
-        texts = [c.replace(eos, "") for c in completions]
+        # Score the same text the r1core trainer scores: the completion ids without EOS, decoded
+        # with special tokens kept. TRL's ``completions`` are decoded with
+        # skip_special_tokens=True, which drops the R1 tags (<think>, <answer>, ... are special
+        # tokens of this tokenizer) and would zero the format reward.
+        texts = [tokenizer.decode([i for i in ids if i != eos_id], skip_special_tokens=False) for ids in completion_ids]
         totals, parts = composite.score(texts, list(answer))
         prompt_ids = [tokenizer.encode(p) for p in prompts]
         per_step["train_tokens"].append(float(sample_tokens(prompt_ids, completion_ids)))
@@ -319,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in load_end],
-        "cold_start_s": round(cold_start_s, 1),
+        "cold_start": (f"reused --start-dir {start}" if args.start_dir
+                       else f"prepared here: r1core cold-start SFT, {args.sft_epochs} epochs, {cold_start_s:.0f} s"),
         "per_step": {name: {k: run[k] for k in ("train_tokens", "step_s", "reward")} for name, run in runs.items()},
     }
     if "r1core" in runs:
@@ -336,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(s))
     if not args.no_write:
         path = write_results("grpo_step_vs_trl", torch.device("cpu"), results, meta)
+        with path.with_suffix(".md").open("a") as md:
+            md.write("\n" + CAVEATS)
         print(f"wrote {path}")
     return 0
 
