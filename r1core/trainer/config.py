@@ -26,6 +26,14 @@ class PolicyConfig:
     clip_grad: float = 1.0
     """Global gradient-norm clip (0 disables)."""
 
+    def torch_dtype(self):
+        """The parameter dtype as a ``torch.dtype`` (``auto``: bfloat16 on CUDA, float32 on CPU)."""
+        import torch
+
+        if self.dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return getattr(torch, self.dtype)
+
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"policy.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")

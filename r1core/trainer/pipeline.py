@@ -16,19 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 
 from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
 from r1core.trainer.grpo import GRPOTrainer, Prompt
 from r1core.trainer.run_logger import RunLogger
 from r1core.trainer.sft import run_sft
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def _corrupt(answer: str, rng: random.Random) -> str:
@@ -108,7 +101,7 @@ class Pipeline:
 
         policy_cfg = self.cfg.policy
         optim = OptimConfig(lr=lr, weight_decay=policy_cfg.weight_decay, clip_grad=policy_cfg.clip_grad)
-        return build_policy(hf_dir, self.cfg.parallel, dtype=_dtype(policy_cfg.dtype), optim=optim, seed=self.cfg.run.seed)
+        return build_policy(hf_dir, self.cfg.parallel, dtype=policy_cfg.torch_dtype(), optim=optim, seed=self.cfg.run.seed)
 
     def cold_start(self, start_dir: Path, progress: Callable[[str], None]) -> Path:
         section = self.cfg.sft
@@ -167,7 +160,7 @@ class Pipeline:
         if rollout_cfg.dtype == "auto":
             # vLLM's "auto" runs float32 checkpoints in half precision; sample with the
             # policy's own dtype so rollout and trainer log-probs agree.
-            rollout_cfg = replace(rollout_cfg, dtype=str(_dtype(cfg.policy.dtype)).removeprefix("torch."))
+            rollout_cfg = replace(rollout_cfg, dtype=str(cfg.policy.torch_dtype()).removeprefix("torch."))
         rollout = VLLMRollout(start_dir, config=rollout_cfg)
         policy = self.build_policy(start_dir, cfg.policy.lr)
         ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None

@@ -97,9 +97,7 @@ def run(cfg: Any) -> int:
         (tokenizer.encode(row.problem, add_special_tokens=False), tokenizer.encode(row.answer, add_special_tokens=False) + eos)
         for row in rows
     ]
-    dtype = {"auto": torch.bfloat16 if torch.cuda.is_available() else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.policy.dtype]
-    policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=dtype, seed=cfg.run.seed,
+    policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=cfg.policy.torch_dtype(), seed=cfg.run.seed,
                           optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
     run_dir = Path(cfg.run.directory)
     logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard)
