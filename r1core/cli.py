@@ -6,8 +6,11 @@ stops the command there, before any model, process group or file is created. The
 hand the configuration to the component's ``run(cfg)`` function (table below), which is
 imported only at that point so the command stays quick and light.
 
-Exit status: 0 success, 2 bad configuration or arguments, 69 the requested component is not
-part of this installation, otherwise what the component or benchmark returns.
+Exit status: 0 success, 2 bad configuration, arguments or input (a malformed data row, a
+layout that does not fit the world size, a run folder that already holds a run), 69 the
+requested component or one of its optional dependencies is not part of this installation,
+otherwise what the component or benchmark returns. Input errors print one line naming the
+cause; ``R1CORE_TRACEBACK=1`` prints the full traceback instead.
 """
 
 from __future__ import annotations
@@ -116,10 +119,53 @@ def _run_component(command: str, args: argparse.Namespace) -> int:
     except UnavailableError as error:
         print(error, file=sys.stderr)
         return EXIT_UNAVAILABLE
-    if os.environ.get("RANK", "0") == "0":
-        dump_config(config, Path(config.run.directory) / "config.yaml")
-    result = run(config)
+    try:
+        if os.environ.get("RANK", "0") == "0":
+            dump_config(config, _config_record_path(Path(config.run.directory)))
+        result = run(config)
+    except input_errors() as error:
+        if os.environ.get("R1CORE_TRACEBACK"):
+            raise
+        from r1core._extras import MissingExtraError
+
+        print(f"r1core {command}: error: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if isinstance(error, MissingExtraError) else EXIT_CONFIG_ERROR
     return result if isinstance(result, int) else 0
+
+
+def _config_record_path(run_dir: Path) -> Path:
+    """Where this invocation records its configuration: ``config.yaml``, or, when the folder
+    already has one (a resumed or refused run), a timestamped sibling, so that no earlier
+    record is overwritten."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return path
+    import time
+
+    return run_dir / f"config.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.yaml"
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user's input is wrong, not that r1core is: reported in one line.
+
+    Everything else (a bug, an engine crash) keeps its traceback.
+    """
+    from r1core._extras import MissingExtraError
+    from r1core.config import ConfigError
+    from r1core.data.records import DataFormatError
+    from r1core.launch.layout import LayoutError
+
+    errors: list[type[BaseException]] = [
+        ConfigError, DataFormatError, LayoutError, MissingExtraError, FileExistsError, FileNotFoundError,
+    ]
+    # These live beside megatron-core imports; only add them when their module loads.
+    for module_name, class_name in (("r1core.models.parallel", "ParallelLayoutError"),
+                                    ("r1core.models.config", "UnsupportedModelError"),
+                                    ("r1core.trainer.checkpoint", "CheckpointMismatchError")):
+        module = sys.modules.get(module_name)
+        if module is not None:
+            errors.append(getattr(module, class_name))
+    return tuple(errors)
 
 
 def _run_bench(argv: Sequence[str]) -> int:

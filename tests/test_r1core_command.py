@@ -113,3 +113,63 @@ def test_usage_errors():
     with pytest.raises(SystemExit) as raised:
         cli.main([])
     assert raised.value.code == 2
+
+
+@pytest.fixture
+def failing_module(tmp_path, monkeypatch):
+    """A component whose run(cfg) raises what ``cfg.run.name`` says."""
+    package = tmp_path / "failing_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "entry.py").write_text(textwrap.dedent("""
+        from r1core.data.records import DataFormatError
+        def run(cfg):
+            if cfg.run.name == "bad-row":
+                raise DataFormatError("traces.jsonl", 7, "field 'prompt' is missing")
+            raise RuntimeError("an engine crashed")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.ENTRY_POINTS, "sft", ("failing_pkg.entry", "run", "failing trainer"))
+
+
+def test_input_errors_inside_a_component_are_one_line(tmp_path, failing_module, monkeypatch, capsys):
+    monkeypatch.delenv("R1CORE_TRACEBACK", raising=False)
+    status = cli.main(["sft", f"run.output_root={tmp_path}", "run.name=bad-row"])
+    assert status == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert err.strip() == "r1core sft: error: traces.jsonl:7: field 'prompt' is missing"
+
+
+def test_input_error_traceback_on_request(tmp_path, failing_module, monkeypatch):
+    from r1core.data.records import DataFormatError
+
+    monkeypatch.setenv("R1CORE_TRACEBACK", "1")
+    with pytest.raises(DataFormatError, match="traces.jsonl:7"):
+        cli.main(["sft", f"run.output_root={tmp_path}", "run.name=bad-row"])
+
+
+def test_bugs_inside_a_component_keep_their_traceback(tmp_path, failing_module):
+    with pytest.raises(RuntimeError, match="an engine crashed"):
+        cli.main(["sft", f"run.output_root={tmp_path}", "run.name=crash"])
+
+
+def test_sft_without_traces_names_the_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("R1CORE_TRACEBACK", raising=False)
+    status = cli.main(["sft", f"run.output_root={tmp_path}", "policy.hf_dir=/some/model"])
+    assert status == cli.EXIT_CONFIG_ERROR
+    assert "r1core sft needs sft.traces" in capsys.readouterr().err
+
+
+def test_existing_run_folder_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("R1CORE_TRACEBACK", raising=False)
+    run_dir = tmp_path / "r1core"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    (run_dir / "config.yaml").write_text("the earlier run's configuration\n")
+    status = cli.main(["train", f"run.output_root={tmp_path}"])
+    assert status == cli.EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "already holds a run: pass --resume" in err and "Traceback" not in err
+    # The earlier run's record is kept; this attempt's configuration lies beside it.
+    assert (run_dir / "config.yaml").read_text() == "the earlier run's configuration\n"
+    assert len(list(run_dir.glob("config.*.yaml"))) == 1

@@ -27,8 +27,12 @@ def run(cfg: Any) -> int:
     from r1core.rollout import VLLMRollout
 
     section = cfg.eval
-    if not cfg.policy.hf_dir or not section.benchmark:
-        raise ValueError("r1core eval needs policy.hf_dir (the checkpoint) and eval.benchmark (a name or a file)")
+    from r1core.config import ConfigError
+
+    for key, value in (("policy.hf_dir", cfg.policy.hf_dir), ("eval.benchmark", section.benchmark)):
+        if not value:
+            raise ConfigError(f"r1core eval needs {key}: policy.hf_dir is the checkpoint, eval.benchmark "
+                              "a benchmark name or a jsonl/parquet file", key=key)
     tokenizer = load_tokenizer(cfg.policy.hf_dir)
     kwargs = {"tokenizer": tokenizer} if cfg.data.template == "chat" else {}
     template = get_template(cfg.data.template, **kwargs)

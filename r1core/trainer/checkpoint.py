@@ -55,6 +55,10 @@ META = "meta.json"
 FORMAT_VERSION = 1
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit this run (saved by a different number of ranks)."""
+
+
 @dataclass
 class CheckpointConfig:
     """Where and how often the trainer checkpoints."""
@@ -294,7 +298,7 @@ class CheckpointManager:
 
         Raises:
             FileNotFoundError: no committed checkpoint for ``step``.
-            ValueError: it was saved by a different number of ranks.
+            CheckpointMismatchError: it was saved by a different number of ranks.
         """
         path = self.directory / step_dirname(step)
         meta_path = path / META
@@ -302,7 +306,7 @@ class CheckpointManager:
             raise FileNotFoundError(f"no committed checkpoint at {str(path)!r} (meta.json missing)")
         meta = json.loads(meta_path.read_text())
         if meta["world_size"] != self.world_size:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint {str(path)!r} was saved by {meta['world_size']} ranks; this run has "
                 f"{self.world_size}"
             )

@@ -84,8 +84,12 @@ def run(cfg: Any) -> int:
     from r1core.models import OptimConfig, build_policy
     from r1core.trainer.run_logger import RunLogger
 
-    if not cfg.policy.hf_dir or not cfg.sft.traces:
-        raise ValueError("r1core sft needs policy.hf_dir (the model) and sft.traces (a jsonl of prompt/response rows)")
+    from r1core.config import ConfigError
+
+    for key, value in (("policy.hf_dir", cfg.policy.hf_dir), ("sft.traces", cfg.sft.traces)):
+        if not value:
+            raise ConfigError(f"r1core sft needs {key}: policy.hf_dir is the model, sft.traces a jsonl "
+                              "of prompt/response rows", key=key)
     from r1core.trainer.bootstrap import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.policy.hf_dir)
