@@ -100,22 +100,9 @@ class SDPAttention(MegatronModule):
             raise ValueError("SDPAttention does not take an attention bias")
         dropout = self.dropout if self.training else 0.0
         if packed_seq_params is not None and packed_seq_params.qkv_format == "thd":
-            # [t, h, d] -> [1, h, t, d]; the mask [t, t] allows j <= i within one sequence.
-            total = query.shape[0]
-            cu = packed_seq_params.cu_seqlens_q.to(query.device)
-            positions = torch.arange(total, device=query.device)
-            segment = torch.searchsorted(cu[1:], positions, right=True)
-            mask = (segment[:, None] == segment[None, :]) & (positions[None, :] <= positions[:, None])
-            out = F.scaled_dot_product_attention(
-                query.transpose(0, 1).unsqueeze(0),
-                key.transpose(0, 1).unsqueeze(0),
-                value.transpose(0, 1).unsqueeze(0),
-                attn_mask=mask,
-                dropout_p=dropout,
-                scale=self.softmax_scale,
-                enable_gqa=query.shape[1] != key.shape[1],
+            return _packed_causal_attention(
+                query, key, value, packed_seq_params.cu_seqlens_q, dropout=dropout, scale=self.softmax_scale
             )
-            return out.squeeze(0).transpose(0, 1).reshape(total, -1)
         if attention_mask is not None:
             raise ValueError("SDPAttention builds its own causal mask; pass attention_mask=None")
         seq, batch = query.shape[:2]
@@ -126,6 +113,40 @@ class SDPAttention(MegatronModule):
             enable_gqa=q.shape[1] != k.shape[1],
         )
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+
+def _packed_causal_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, *,
+    dropout: float, scale: float,
+) -> torch.Tensor:
+    """Causal attention over packed sequences, each attending only to itself.
+
+    query ``[t, heads, d]``, key/value ``[t, groups, d]``, ``cu_seqlens`` int ``[n + 1]``;
+    returns ``[t, heads * d]``. The sequences are scattered into a right-padded
+    ``[n, heads, s_max, d]`` block and run with ``is_causal=True``: a valid query at position
+    ``i`` only sees keys ``j <= i`` of its own row, so the padding needs no mask (padded query
+    rows are computed and dropped). Cost ``n * s_max**2`` instead of the ``t**2`` of one
+    block-diagonal mask over the whole pack, and no ``[t, t]`` mask is ever built.
+    """
+    total = query.shape[0]
+    cu = cu_seqlens.to(query.device, torch.long)
+    lengths = cu[1:] - cu[:-1]
+    count = lengths.numel()
+    longest = int(lengths.max())  # host sync: the padded width
+    tokens = torch.arange(total, device=query.device)
+    row = torch.repeat_interleave(torch.arange(count, device=query.device), lengths, output_size=total)
+    column = tokens - cu[:-1][row]
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        block = x.new_zeros(count, longest, *x.shape[1:])
+        block[row, column] = x
+        return block.transpose(1, 2)  # [n, heads, s_max, d]
+
+    out = F.scaled_dot_product_attention(
+        padded(query), padded(key), padded(value), is_causal=True, dropout_p=dropout, scale=scale,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2)[row, column].reshape(total, -1)
 
 
 class TorchSpecProvider(LocalSpecProvider):
