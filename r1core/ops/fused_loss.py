@@ -67,7 +67,10 @@ class _FusedGRPOLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, *unused_metric_grads):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype), None, None, None, None
+        # Scaled in place: a copy of grad_weight is [V, H] (vocabulary x hidden, over 1 GB at
+        # the 152k x 8k shape), the largest buffer of the op. The graph cannot be replayed
+        # afterwards (retain_graph=True then fails on the saved tensors' version check).
+        return grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)), grad_weight.mul_(grad_loss.to(grad_weight.dtype)), None, None, None, None
 
 
 def fused_grpo_loss(
