@@ -22,6 +22,7 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
+from r1core.trainer.distributed import Topology, check_divisible, even_slices, reduce_step_metrics
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -57,6 +58,12 @@ class StepResult:
 class GRPOTrainer:
     """Runs GRPO steps over a policy, a rollout engine and a reward.
 
+    Under data parallelism (``topology``) every rank draws the same global batch of
+    ``prompts_per_step`` prompts and keeps its replica's contiguous share of whole groups;
+    the replica's leader generates and scores them and broadcasts the samples to the other
+    ranks of its model-parallel group. Refill rounds of dynamic sampling are decided over
+    the data-parallel group, so every rank calls ``train_step`` the same number of times.
+
     Args:
         config: step shape (:class:`GRPOConfig`).
         algorithm: estimator, loss, clipping, KL and entropy settings
@@ -68,6 +75,9 @@ class GRPOTrainer:
         score: ``(responses, golds) -> (totals, {component: scores}, num_failed)``.
         ref_policy: reference model for the KL term; required when the algorithm uses a
             KL, and never built or run otherwise.
+        topology: this rank's place among the trainer's ranks (default: one process).
+            ``rollout`` and ``score`` are used on the model-parallel leaders only and may be
+            None elsewhere.
     """
 
     def __init__(
@@ -81,7 +91,10 @@ class GRPOTrainer:
         score: RewardScorer,
         *,
         ref_policy: Any | None = None,
+        topology: Topology | None = None,
     ) -> None:
+        self.topology = topology or Topology()
+        check_divisible(config.prompts_per_step, self.topology.dp_size)
         if algorithm.needs_reference and ref_policy is None:
             raise ValueError(f"the algorithm applies a KL ({algorithm.kl_mode}, coef {algorithm.kl_coef}) but no ref_policy was given")
         self.config = config
@@ -94,6 +107,11 @@ class GRPOTrainer:
         self.score = score
         self.ref_policy = ref_policy if algorithm.needs_reference else None
         self.step_index = 0
+
+    @property
+    def local_prompts(self) -> int:
+        """Prompts this data-parallel replica trains on per generation round."""
+        return self.config.prompts_per_step // self.topology.dp_size
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the model and optimiser: step and data position."""
@@ -133,6 +151,41 @@ class GRPOTrainer:
         batch.extras["components"] = {name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()}
         return {"reward_failures": float(num_failed)}
 
+    def _rollout_round(
+        self, problems: list[Prompt], seed: int, first_group: int, timings: dict[str, float]
+    ) -> tuple[SampleBatch, dict[str, float]]:
+        """Generate and score ``problems`` on the replica's leader; the other ranks of its
+        model-parallel group get the scored samples in one broadcast."""
+        topology = self.topology
+        payload: dict[str, Any] | None = None
+        if topology.is_leader:
+            start = time.perf_counter()
+            batch = self._generate(problems, seed, first_group)
+            timings["generate_s"] += time.perf_counter() - start
+            start = time.perf_counter()
+            extra = self._reward(batch)
+            timings["reward_s"] += time.perf_counter() - start
+            if topology.mp_size == 1:
+                return batch, extra
+            payload = {
+                "response_ids": batch.response_ids, "rollout_logp": batch.rollout_logp,
+                "truncated": batch.truncated, "rewards": batch.rewards,
+                "components": batch.extras["components"], "extra": extra,
+            }
+        start = time.perf_counter()
+        payload = topology.broadcast_from_leader(payload)
+        timings["broadcast_s"] = timings.get("broadcast_s", 0.0) + time.perf_counter() - start
+        if topology.is_leader:
+            return batch, extra
+        size = self.config.samples_per_prompt
+        batch = SampleBatch(
+            [p.prompt_ids for p in problems for _ in range(size)], payload["response_ids"], payload["rollout_logp"],
+            torch.arange(first_group, first_group + len(problems)).repeat_interleave(size),
+            payload["rewards"], payload["truncated"],
+            extras={"golds": [p.gold for p in problems for _ in range(size)], "components": payload["components"]},
+        )
+        return batch, dict(payload["extra"])
+
     def _shape(self, batch: SampleBatch) -> None:
         """Overlong reward shaping and filtering (``r1core.algos.sampling``), in place."""
         cfg = self.config
@@ -153,18 +206,24 @@ class GRPOTrainer:
     def _sample(self, step_seed: int) -> tuple[SampleBatch, dict[str, float]]:
         """Rollouts, rewards, advantages, and the dynamic-sampling refill."""
         cfg = self.config
+        topology = self.topology
+        # Every rank draws the global batch (the stream stays in step everywhere) and keeps
+        # its replica's contiguous share of whole groups. Group ids and per-prompt seeds are
+        # those of the global batch, so a replica's samples do not depend on how many
+        # replicas there are.
+        local = self.local_prompts
+        offset = topology.dp_rank * local
         timings: dict[str, float] = {"generate_s": 0.0, "reward_s": 0.0}
         kept: list[SampleBatch] = []
         num_kept_groups = dropped = tries = 0
         extra: dict[str, float] = {}
         while True:
-            start = time.perf_counter()
-            batch = self._generate(
-                self.prompts.next(cfg.prompts_per_step), step_seed + 7919 * tries, tries * cfg.prompts_per_step
+            problems = self.prompts.next(cfg.prompts_per_step)[offset : offset + local]
+            batch, reward_extra = self._rollout_round(
+                problems, step_seed + 7919 * tries + offset, tries * cfg.prompts_per_step + offset, timings
             )
-            timings["generate_s"] += time.perf_counter() - start
+            extra.update(reward_extra)
             start = time.perf_counter()
-            extra.update(self._reward(batch))
             self._shape(batch)
             timings["reward_s"] += time.perf_counter() - start
             batch.advantages, zero_variance = self._advantages(batch)
@@ -179,10 +238,19 @@ class GRPOTrainer:
                 kept.append(batch.select(keep))
                 num_kept_groups += len(keep) // cfg.samples_per_prompt
             tries += 1
-            if num_kept_groups >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
+            # Refill until every replica has its share (decided over the data-parallel
+            # group, so all replicas run the same number of rounds and of train_steps).
+            shortfall = topology.dp_all_reduce(max(local - num_kept_groups, 0), op="max")
+            if shortfall == 0 or tries > cfg.max_refill_tries:
                 break
-        if not kept or sum(len(b) for b in kept) == 0:
+        num_kept_samples = sum(len(b) for b in kept)
+        if topology.dp_all_reduce(num_kept_samples, op="sum") == 0:
             raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+        if num_kept_samples == 0:
+            # Other replicas have signal and will all-reduce gradients: take part with the
+            # last round's groups at loss weight 0 (their advantages are 0 anyway).
+            batch.loss_weights = torch.zeros(len(batch))
+            kept = [batch]
         merged = _concat(kept)
         extra.update(timings)
         if cfg.dynamic_sampling:
@@ -263,18 +331,15 @@ class GRPOTrainer:
         generator = torch.Generator().manual_seed(seed)
         for _ in range(cfg.epochs_per_step):
             order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
-            size = -(-len(order) // cfg.mini_batches)
-            for start_row in range(0, len(order), size):
-                micro = micro_batches(
-                    batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=order[start_row : start_row + size]
-                )
+            for rows in self._mini_batch_rows(order):
+                micro = micro_batches(batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=rows)
                 update_metrics.append(
                     self.policy.train_step(micro, self.loss_fn, temperature=cfg.temperature, return_entropy=True)
                 )
         metrics["update_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        self.rollout.sync_weights(self.policy)
+        self._sync_weights()
         metrics["sync_s"] = time.perf_counter() - start
 
         # The one host synchronisation of the step: metrics become floats for logging.
@@ -298,8 +363,58 @@ class GRPOTrainer:
         metrics["step_s"] = step_seconds
         metrics["tokens_per_second"] = tokens / step_seconds
         metrics["train_tokens"] = float(tokens)
+        if self.topology.dp_size > 1:
+            # Replica metrics -> run metrics (identical on every rank); tokens/s from the
+            # global token count over the slowest replica's step time.
+            metrics = reduce_step_metrics(self.topology.dp_all_gather(metrics))
         self.step_index += 1
         return StepResult(metrics, batch)
+
+    def _mini_batch_rows(self, order: list[int]) -> list[list[int]]:
+        """``order`` split into the optimiser steps of one pass.
+
+        One process keeps its ceil-sized chunks. Data-parallel replicas may hold different
+        numbers of samples (dynamic sampling), and every replica must call ``train_step``
+        exactly ``mini_batches`` times or the gradient all-reduce hangs, so there the split
+        is into exactly ``mini_batches`` near-equal chunks."""
+        cfg = self.config
+        if self.topology.dp_size == 1:
+            size = -(-len(order) // cfg.mini_batches)
+            return [order[start : start + size] for start in range(0, len(order), size)]
+        # Collective, so a replica short of samples stops every replica, not only itself.
+        fewest = int(self.topology.dp_all_reduce(len(order), op="min"))
+        if fewest < cfg.mini_batches:
+            raise RuntimeError(
+                f"a data-parallel replica kept {fewest} samples this step, fewer than "
+                f"trainer.mini_batches={cfg.mini_batches} optimiser steps need"
+            )
+        return [order[part] for part in even_slices(len(order), cfg.mini_batches)]
+
+    def _sync_weights(self) -> None:
+        """Push the updated policy to this replica's engine (collective; every rank calls)."""
+        sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
+
+
+def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = None) -> None:
+    """The one weight-sync entry point of the trainer; call it on every rank.
+
+    The replica's leader streams ``policy.iter_hf_weights()`` into its engine
+    (``rollout.sync_weights``); the other ranks of its tensor/expert-parallel group still
+    consume the iterator to the end, because gathering each parameter's shards is a
+    collective (see ``r1core/rollout/bridge.py``). Pipeline parallelism needs one sender fed
+    by every stage, which this function does not do yet.
+    """
+    topology = topology or Topology()
+    if topology.pipeline > 1:
+        raise NotImplementedError(
+            "weight sync to the rollout engine with pipeline parallelism (parallel.pipeline="
+            f"{topology.pipeline}) needs the multi-stage sender; train with parallel.pipeline=1"
+        )
+    if rollout is not None:
+        rollout.sync_weights(policy)
+    elif topology.mp_size > 1:
+        for _ in policy.iter_hf_weights():
+            pass
 
 
 def _cat_padded(rows: list[torch.Tensor]) -> torch.Tensor:

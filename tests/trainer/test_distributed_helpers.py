@@ -1,0 +1,128 @@
+"""Data-parallel helpers of the trainer: batch sharding, the prompts_per_step check, metric
+reduction over replicas, and the sampling phase of two replicas kept in lockstep (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from r1core.trainer.distributed import (
+    BatchLayoutError,
+    check_divisible,
+    even_slices,
+    reduce_step_metrics,
+    shard,
+    shard_slice,
+    without_torchrun_env,
+)
+
+HERE = Path(__file__).parent
+
+
+def test_shards_are_contiguous_disjoint_and_cover_the_batch():
+    items = list(range(12))
+    parts = [shard(items, rank, 3) for rank in range(3)]
+    assert parts == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert shard_slice(8, 1, 2) == slice(4, 8)
+    with pytest.raises(ValueError, match="rank 2 outside"):
+        shard_slice(8, 2, 2)
+    # Evaluation shards need not be even: sizes differ by at most one, nothing is lost.
+    slices = even_slices(7, 3)
+    assert [list(range(7))[s] for s in slices] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [s.stop - s.start for s in even_slices(2, 4)] == [1, 1, 0, 0]
+
+
+def test_batch_not_divisible_names_both_numbers():
+    assert check_divisible(32, 4) == 8
+    with pytest.raises(BatchLayoutError, match=r"trainer.prompts_per_step=6 is not divisible by the data-parallel size 4"):
+        check_divisible(6, 4)
+
+
+def test_start_distributed_refuses_the_batch_before_any_process_group(monkeypatch, tmp_path):
+    from r1core.config import ConfigError, RunConfig, load_config
+    from r1core.trainer.pipeline import start_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    cfg = load_config(RunConfig, None, [f"run.output_root={tmp_path}", "trainer.prompts_per_step=5"])
+    with pytest.raises(ConfigError, match="prompts_per_step=5 is not divisible by the data-parallel size 2"):
+        start_distributed(cfg)
+    # The cold start's batch is split over the replicas too.
+    cfg = load_config(RunConfig, None, [f"run.output_root={tmp_path}", "trainer.prompts_per_step=4", "sft.batch_size=7"])
+    with pytest.raises(ConfigError, match="sft.batch_size=7 is not divisible by the data-parallel size 2"):
+        start_distributed(cfg)
+    assert not torch.distributed.is_initialized()
+
+
+def test_metrics_reduce_to_the_whole_batch():
+    torch.manual_seed(0)
+    rewards = [torch.rand(8), torch.rand(24)]
+    lengths = [torch.randint(1, 40, (8,)).float(), torch.randint(1, 40, (24,)).float()]
+    per_rank = [
+        {
+            "reward_mean": float(r.mean()), "reward_std": float(r.std()), "num_samples": float(len(r)),
+            "response_length_mean": float(n.mean()), "response_length_max": float(n.max()),
+            "train_tokens": float(n.sum()), "step_s": step_s, "generate_s": step_s / 2,
+            "tokens_per_second": float(n.sum()) / step_s, "reward_mean_all": float(r[:4].mean()),
+            "grad_norm": 0.5, "groups_dropped": dropped,
+        }
+        for r, n, step_s, dropped in zip(rewards, lengths, (2.0, 4.0), (1.0, 3.0))
+    ]
+    out = reduce_step_metrics(per_rank)
+    all_rewards, all_lengths = torch.cat(rewards), torch.cat(lengths)
+    assert out["num_samples"] == 32 and out["groups_dropped"] == 4
+    assert out["reward_mean"] == pytest.approx(float(all_rewards.mean()), rel=1e-6)
+    assert out["reward_std"] == pytest.approx(float(all_rewards.std()), rel=1e-5)
+    assert out["response_length_mean"] == pytest.approx(float(all_lengths.mean()), rel=1e-6)
+    assert out["response_length_max"] == float(all_lengths.max())
+    assert out["train_tokens"] == float(all_lengths.sum())
+    assert out["step_s"] == 4.0 and out["generate_s"] == 2.0  # the slowest replica
+    assert out["tokens_per_second"] == pytest.approx(float(all_lengths.sum()) / 4.0)
+    assert out["reward_mean_all"] == pytest.approx((per_rank[0]["reward_mean_all"] + per_rank[1]["reward_mean_all"]) / 2)
+    assert out["grad_norm"] == 0.5
+    assert reduce_step_metrics(per_rank[:1]) == per_rank[0]
+    with pytest.raises(ValueError, match="replica 1 reports metrics"):
+        reduce_step_metrics([per_rank[0], {"reward_mean": 1.0}])
+
+
+def test_engine_processes_do_not_inherit_torchrun_variables(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    with without_torchrun_env():
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('RANK'), os.environ.get('MASTER_PORT'))"],
+                               capture_output=True, text=True, check=True)
+        assert child.stdout.split() == ["None", "None"]
+    assert os.environ["RANK"] == "1" and os.environ["MASTER_PORT"] == "29999"
+
+
+@pytest.mark.distributed
+def test_replicas_sample_their_share_and_refill_in_lockstep(tmp_path):
+    out = tmp_path / "sampling"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(29200 + os.getpid() % 500), str(HERE / "dp_sampling_worker.py"), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    rank0, rank1 = (json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1))
+
+    # Round 1 leaves replica 0 with nothing, round 2 gives it one group, round 3 none; replica
+    # 1 was full after round 1 but runs every round (its refills keep the groups it finds).
+    refill0, refill1 = rank0["refill"], rank1["refill"]
+    assert refill0["tries"] == refill1["tries"] == 3
+    assert refill0["groups"] == [4] and refill0["prompts"] == [5]
+    assert refill1["groups"] == [2, 3, 10, 11] and refill1["prompts"] == [3, 4]
+    assert refill0["stream_position"] == refill1["stream_position"] == 12
+    # Exactly mini_batches optimiser steps on each replica, whatever it holds.
+    assert refill0["mini_batches"] == [2, 1, 1] and refill1["mini_batches"] == [6, 5, 5]
+
+    # A replica that never finds signal trains on its last groups at weight 0, in lockstep.
+    starved0, starved1 = rank0["starved"], rank1["starved"]
+    assert starved0["tries"] == starved1["tries"] == 3
+    assert starved0["groups"] == [8, 9] and starved0["loss_weights"] == [0.0] * 8
+    assert starved1["groups"] == [2, 3, 6, 7, 10, 11]
