@@ -395,6 +395,16 @@ class GRPOTrainer:
         sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
 
 
+def check_weight_sync(topology: Topology) -> None:
+    """Raise ``NotImplementedError`` for layouts :func:`sync_weights` cannot serve yet (call
+    before building anything, so such a run fails at once rather than after its first step)."""
+    if topology.pipeline > 1:
+        raise NotImplementedError(
+            "weight sync to the rollout engine with pipeline parallelism (parallel.pipeline="
+            f"{topology.pipeline}) needs the multi-stage sender; train with parallel.pipeline=1"
+        )
+
+
 def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = None) -> None:
     """The one weight-sync entry point of the trainer; call it on every rank.
 
@@ -405,11 +415,7 @@ def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = N
     by every stage, which this function does not do yet.
     """
     topology = topology or Topology()
-    if topology.pipeline > 1:
-        raise NotImplementedError(
-            "weight sync to the rollout engine with pipeline parallelism (parallel.pipeline="
-            f"{topology.pipeline}) needs the multi-stage sender; train with parallel.pipeline=1"
-        )
+    check_weight_sync(topology)
     if rollout is not None:
         rollout.sync_weights(policy)
     elif topology.mp_size > 1:

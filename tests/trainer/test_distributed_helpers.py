@@ -126,3 +126,38 @@ def test_replicas_sample_their_share_and_refill_in_lockstep(tmp_path):
     assert starved0["tries"] == starved1["tries"] == 3
     assert starved0["groups"] == [8, 9] and starved0["loss_weights"] == [0.0] * 8
     assert starved1["groups"] == [2, 3, 6, 7, 10, 11]
+
+
+class CountingSource:
+    """A weight source that records how far its (collective) iterator was consumed."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.consumed = count, 0
+
+    def iter_hf_weights(self):
+        for index in range(self.count):
+            self.consumed = index + 1
+            yield f"w{index}", torch.zeros(1)
+
+
+class RecordingEngine:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def sync_weights(self, source) -> None:
+        self.names = [name for name, _ in source.iter_hf_weights()]
+
+
+def test_weight_sync_leader_sends_and_model_parallel_peers_drain_the_iterator():
+    from r1core.trainer.distributed import Topology
+    from r1core.trainer.grpo import sync_weights
+
+    engine, leader_source = RecordingEngine(), CountingSource(5)
+    sync_weights(leader_source, engine, Topology(world_rank=0, world_size=2, mp_rank=0, mp_size=2))
+    assert engine.names == [f"w{i}" for i in range(5)]
+    # The other tensor-parallel rank has no engine but must take part in every gather.
+    peer_source = CountingSource(5)
+    sync_weights(peer_source, None, Topology(world_rank=1, world_size=2, mp_rank=1, mp_size=2))
+    assert peer_source.consumed == 5
+    with pytest.raises(NotImplementedError, match=r"pipeline parallelism \(parallel.pipeline=2\)"):
+        sync_weights(CountingSource(1), engine, Topology(world_size=2, mp_size=2, pipeline=2))
