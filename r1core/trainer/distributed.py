@@ -10,7 +10,9 @@ the same batch (tensor parallelism splits the model, not the data).
 Data sharding is by whole GRPO groups: every rank draws the same global batch from the
 prompt stream (same seed, same position), and data-parallel rank ``d`` keeps its contiguous
 ``prompts_per_step / dp`` share, so group-normalised advantages stay local and the stream
-position is the same on every rank (one checkpointed data position for all).
+position is the same on every rank (one checkpointed data position for all). Dynamic
+sampling, which drops groups unevenly, pools the kept groups of all replicas and re-splits
+them evenly (``GRPOTrainer._rebalance``).
 
 Without an initialised process group everything here degrades to one rank of one replica,
 and the collectives are no-ops: the single-process trainer runs the same code.

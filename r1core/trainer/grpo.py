@@ -61,8 +61,9 @@ class GRPOTrainer:
     Under data parallelism (``topology``) every rank draws the same global batch of
     ``prompts_per_step`` prompts and keeps its replica's contiguous share of whole groups;
     the replica's leader generates and scores them and broadcasts the samples to the other
-    ranks of its model-parallel group. Refill rounds of dynamic sampling are decided over
-    the data-parallel group, so every rank calls ``train_step`` the same number of times.
+    ranks of its model-parallel group. Dynamic sampling counts the kept groups over the
+    data-parallel group to decide the refill rounds, then pools and re-splits them evenly
+    (:meth:`_rebalance`), so every rank calls ``train_step`` the same number of times.
 
     Args:
         config: step shape (:class:`GRPOConfig`).
@@ -238,24 +239,55 @@ class GRPOTrainer:
                 kept.append(batch.select(keep))
                 num_kept_groups += len(keep) // cfg.samples_per_prompt
             tries += 1
-            # Refill until every replica has its share (decided over the data-parallel
-            # group, so all replicas run the same number of rounds and of train_steps).
-            shortfall = topology.dp_all_reduce(max(local - num_kept_groups, 0), op="max")
-            if shortfall == 0 or tries > cfg.max_refill_tries:
+            # Refill until the replicas together hold a full batch; the count is summed over
+            # the data-parallel group, so every replica runs the same rounds.
+            if topology.dp_all_reduce(num_kept_groups, op="sum") >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
                 break
-        num_kept_samples = sum(len(b) for b in kept)
-        if topology.dp_all_reduce(num_kept_samples, op="sum") == 0:
-            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
-        if num_kept_samples == 0:
-            # Other replicas have signal and will all-reduce gradients: take part with the
-            # last round's groups at loss weight 0 (their advantages are 0 anyway).
-            batch.loss_weights = torch.zeros(len(batch))
-            kept = [batch]
-        merged = _concat(kept)
+        if cfg.dynamic_sampling and topology.dp_size > 1:
+            merged = self._rebalance(kept)
+        else:
+            if not kept or sum(len(b) for b in kept) == 0:
+                raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+            merged = _concat(kept)
         extra.update(timings)
         if cfg.dynamic_sampling:
             extra.update({"groups_dropped": float(dropped), "sampling_tries": float(tries)})
         return merged, extra
+
+    def _rebalance(self, kept: list[SampleBatch]) -> SampleBatch:
+        """Dynamic sampling over replicas: pool every replica's kept groups, keep the first
+        (by generation order) ``prompts_per_step`` of them -- or the largest multiple of the
+        data-parallel size there is -- and give each replica an equal contiguous share.
+
+        Filtering leaves replicas with unequal numbers of groups; pooling them (one
+        all-gather of the kept samples, as a single controller would collect them) stops
+        the refill as soon as the replicas together have a batch, and every replica then
+        trains on the same number of groups. With fewer kept groups than replicas, the
+        replicas without one repeat a kept group at loss weight 0, so that all of them
+        still step together."""
+        cfg, topology = self.config, self.topology
+        size = cfg.samples_per_prompt
+        local = _concat(kept) if kept else None
+        pooled = [b for b in topology.dp_all_gather(local) if b is not None and len(b)]
+        if not pooled:
+            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+        everything = _concat(pooled)
+        groups = sorted(set(everything.group_ids.tolist()))
+        per_replica = min(len(groups), cfg.prompts_per_step) // topology.dp_size
+        if per_replica == 0:
+            mine, weight = [groups[topology.dp_rank % len(groups)]], float(topology.dp_rank < len(groups))
+        else:
+            start = topology.dp_rank * per_replica
+            mine, weight = groups[start : start + per_replica], 1.0
+        rank_of = {g: i for i, g in enumerate(mine)}
+        rows = sorted((i for i, g in enumerate(everything.group_ids.tolist()) if g in rank_of),
+                      key=lambda i: (rank_of[int(everything.group_ids[i])], i))
+        batch = everything.select(rows)
+        if len(batch) != len(mine) * size:
+            raise RuntimeError(f"rebalanced batch has {len(batch)} samples for {len(mine)} groups of {size}")
+        if weight == 0.0:
+            batch.loss_weights = torch.zeros(len(batch))
+        return batch
 
     def _advantages(self, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Response-aligned advantages ``[B, R]`` and the zero-variance flags ``[B]``."""

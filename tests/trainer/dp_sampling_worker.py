@@ -45,11 +45,13 @@ def main() -> None:
     rank = dist.get_rank()
     topology = Topology(world_rank=rank, world_size=2, dp_rank=rank, dp_size=2)
     out = {
-        # rank 0's first share has no signal, rank 1's is full at once: rank 1 must still
-        # take part in every refill round rank 0 needs.
+        # Round 1: replica 1 keeps 2 groups, replica 0 none; round 2: replica 0 one; round 3:
+        # replica 1 two more. Pooled: 5 groups, the first 4 split evenly.
         "refill": sample(["9", "9", "2", "3", "2", "9", "9", "9"], topology),
-        # rank 0 never sees a group with signal: it trains on zero-weight groups in lockstep.
-        "starved": sample(["9", "9", "2", "3", "9", "9", "2", "3"], topology),
+        # Replica 0 never sees signal; replica 1 finds the whole batch in two rounds.
+        "lopsided": sample(["9", "9", "2", "3", "9", "9", "2", "3"], topology),
+        # One group with signal in three rounds: fewer than replicas.
+        "scarce": sample(["9", "9", "2"] + ["9"] * 9, topology),
     }
     Path(f"{sys.argv[1]}.rank{rank}").write_text(json.dumps(out))
     dist.destroy_process_group()

@@ -111,22 +111,28 @@ def test_replicas_sample_their_share_and_refill_in_lockstep(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     rank0, rank1 = (json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1))
 
-    # Round 1 leaves replica 0 with nothing, round 2 gives it one group, round 3 none; replica
-    # 1 was full after round 1 but runs every round (its refills keep the groups it finds).
+    # Both replicas ran the same rounds; the kept groups were pooled and the first four (in
+    # generation order) split evenly, whatever replica had found them.
     refill0, refill1 = rank0["refill"], rank1["refill"]
     assert refill0["tries"] == refill1["tries"] == 3
-    assert refill0["groups"] == [4] and refill0["prompts"] == [5]
-    assert refill1["groups"] == [2, 3, 10, 11] and refill1["prompts"] == [3, 4]
+    assert refill0["groups"] == [2, 3] and refill0["prompts"] == [3, 4]
+    assert refill1["groups"] == [4, 10] and refill1["prompts"] == [3, 5]
+    assert refill0["loss_weights"] is None and refill1["loss_weights"] is None
     assert refill0["stream_position"] == refill1["stream_position"] == 12
-    # Exactly mini_batches optimiser steps on each replica, whatever it holds.
-    assert refill0["mini_batches"] == [2, 1, 1] and refill1["mini_batches"] == [6, 5, 5]
+    # Exactly mini_batches optimiser steps on each replica.
+    assert refill0["mini_batches"] == refill1["mini_batches"] == [3, 3, 2]
 
-    # A replica that never finds signal trains on its last groups at weight 0, in lockstep.
-    starved0, starved1 = rank0["starved"], rank1["starved"]
-    assert starved0["tries"] == starved1["tries"] == 3
-    assert starved0["groups"] == [8, 9] and starved0["loss_weights"] == [0.0] * 8
-    assert starved1["groups"] == [2, 3, 6, 7, 10, 11]
+    # Replica 1 alone found a full batch in two rounds: the refill stops there (not when
+    # replica 0 is full), and replica 0 trains on half of replica 1's groups.
+    lopsided0, lopsided1 = rank0["lopsided"], rank1["lopsided"]
+    assert lopsided0["tries"] == lopsided1["tries"] == 2
+    assert lopsided0["groups"] == [2, 3] and lopsided1["groups"] == [6, 7]
 
+    # One group for two replicas: replica 1 repeats it at loss weight 0 to step in lockstep.
+    scarce0, scarce1 = rank0["scarce"], rank1["scarce"]
+    assert scarce0["tries"] == scarce1["tries"] == 3
+    assert scarce0["groups"] == scarce1["groups"] == [2]
+    assert scarce0["loss_weights"] is None and scarce1["loss_weights"] == [0.0] * 4
 
 class CountingSource:
     """A weight source that records how far its (collective) iterator was consumed."""
