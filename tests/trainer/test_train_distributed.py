@@ -185,3 +185,25 @@ def test_batch_not_divisible_by_data_parallel_size_fails_before_any_work(tmp_pat
     assert result.returncode != 0
     assert "trainer.prompts_per_step=3 is not divisible by the data-parallel size 2" in result.stderr
     assert not (tmp_path / "odd" / "metrics.jsonl").exists()
+
+
+def test_data_parallel_dynamic_sampling_and_ppo_epochs_stay_in_lockstep(tmp_path):
+    # Filtering drops groups unevenly across replicas, and several optimiser steps per batch
+    # (old log-probs, shuffled mini-batches) multiply the gradient all-reduces: a replica
+    # that called train_step a different number of times would hang the run.
+    # Rewards: DAPO's overlong penalty only, so groups whose samples all hit the length limit
+    # are uniform (dropped) while the others vary.
+    train(tmp_path, "dynamic", "trainer.steps=2", "trainer.dynamic_sampling=true", "trainer.max_refill_tries=2",
+          "trainer.epochs_per_step=2", "trainer.mini_batches=2", "eval.every=2", "reward.weights.length_penalty=0.0",
+          "trainer.prompts_per_step=8", "trainer.max_response_tokens=12", "trainer.overlong_buffer=8", procs=2)
+    records = train_metrics(tmp_path / "dynamic")
+    assert [r["step"] for r in records] == [1, 2]
+    assert sum(r["groups_dropped"] for r in records) > 0, "no group was filtered: the test exercises nothing"
+    for record in records:
+        assert 1 <= record["sampling_tries"] <= 3
+        assert record["num_samples"] % (2 * 4) == 0  # whole groups, the same number per replica
+        assert record["num_samples"] <= 8 * 4  # trimmed to prompts_per_step groups
+    ranks = rollouts(tmp_path / "dynamic")
+    for step in (1, 2):
+        mine, theirs = ({r["group"] for r in ranks[name] if r["step"] == step} for name in sorted(ranks))
+        assert len(mine) == len(theirs) and not mine & theirs
