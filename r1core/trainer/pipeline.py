@@ -187,7 +187,6 @@ class Pipeline:
 
     def reinforce(self, start_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
         from r1core.rewards import RewardPool, RewardPoolConfig, compose_rewards, get_reward
-        from r1core.rollout import VLLMRollout
         from r1core.trainer.checkpoint import CheckpointManager
 
         cfg = self.cfg
@@ -321,7 +320,9 @@ def start_distributed(cfg: Any) -> Topology:
     from r1core.models.parallel import ParallelConfig, init_distributed
 
     init_distributed(ParallelConfig.coerce(cfg.parallel), seed=cfg.run.seed)
-    return Topology.from_parallel_state()
+    topology = Topology.from_parallel_state()
+    check_weight_sync(topology)  # before the cold start, not after it
+    return topology
 
 
 def build_rollout(start_dir: Path, rollout_cfg: Any, topology: Topology) -> Any:
