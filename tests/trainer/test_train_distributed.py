@@ -207,3 +207,33 @@ def test_data_parallel_dynamic_sampling_and_ppo_epochs_stay_in_lockstep(tmp_path
     for step in (1, 2):
         mine, theirs = ({r["group"] for r in ranks[name] if r["step"] == step} for name in sorted(ranks))
         assert len(mine) == len(theirs) and not mine & theirs
+
+
+def test_sft_command_under_data_parallelism_matches_one_process(tmp_path):
+    import torch
+
+    from r1core.trainer.bootstrap import TinyModelConfig, make_tiny_qwen2, train_tokenizer
+
+    rows = [{"prompt": f"{a}+{b}=?\n<think>", "response": f"{a}+{b}={a + b}</think><answer>{a + b}</answer>"}
+            for a in range(4) for b in range(4)]
+    tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in rows], tmp_path / "tok", vocab_size=48)
+    start = make_tiny_qwen2(tmp_path / "start", tokenizer, TinyModelConfig(
+        hidden_size=64, num_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128))
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = [f"run.output_root={tmp_path}", f"policy.hf_dir={start}", f"sft.traces={traces}", "sft.epochs=1.5",
+              "sft.batch_size=8", "sft.micro_batch_size=4"]
+    for name, procs in (("single", 1), ("dp2", 2)):
+        head = [sys.executable, "-m", "r1core.cli"] if procs == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_port", str(29900 + os.getpid() % 90), "-m", "r1core.cli"]
+        result = subprocess.run([*head, "sft", f"run.name={name}", *common], capture_output=True, text=True,
+                                env=_env(), timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    single, dp2 = tmp_path / "single", tmp_path / "dp2"
+    history = [json.loads(line) for line in (dp2 / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [0, 1, 2]  # written once, by rank 0
+    reference = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    for ours, theirs in zip(history, reference, strict=True):
+        assert ours["nll"] == pytest.approx(theirs["nll"], rel=1e-5) and ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-5)
+    assert_step_matches(final_weights(single), final_weights(dp2), final_weights(tmp_path, "start"))
