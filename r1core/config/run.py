@@ -62,6 +62,10 @@ class LoggingConfig:
     """Append one JSON object of metrics per logged step to ``<run dir>/metrics.jsonl``."""
     level: str = "INFO"
     """Python logging level of the console logger."""
+    rollouts: bool = False
+    """``r1core train``: append every step's samples (group, prompt and response token ids,
+    reward) to ``<run dir>/rollouts/rank_<global rank>.jsonl``, one file per data-parallel
+    replica (written by its leader): which replica trained on what, for debugging."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
+from r1core.trainer.distributed import Topology, check_divisible, even_slices, reduce_step_metrics
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -57,6 +58,13 @@ class StepResult:
 class GRPOTrainer:
     """Runs GRPO steps over a policy, a rollout engine and a reward.
 
+    Under data parallelism (``topology``) every rank draws the same global batch of
+    ``prompts_per_step`` prompts and keeps its replica's contiguous share of whole groups;
+    the replica's leader generates and scores them and broadcasts the samples to the other
+    ranks of its model-parallel group. Dynamic sampling counts the kept groups over the
+    data-parallel group to decide the refill rounds, then pools and re-splits them evenly
+    (:meth:`_rebalance`), so every rank calls ``train_step`` the same number of times.
+
     Args:
         config: step shape (:class:`GRPOConfig`).
         algorithm: estimator, loss, clipping, KL and entropy settings
@@ -68,6 +76,9 @@ class GRPOTrainer:
         score: ``(responses, golds) -> (totals, {component: scores}, num_failed)``.
         ref_policy: reference model for the KL term; required when the algorithm uses a
             KL, and never built or run otherwise.
+        topology: this rank's place among the trainer's ranks (default: one process).
+            ``rollout`` and ``score`` are used on the model-parallel leaders only and may be
+            None elsewhere.
     """
 
     def __init__(
@@ -81,7 +92,10 @@ class GRPOTrainer:
         score: RewardScorer,
         *,
         ref_policy: Any | None = None,
+        topology: Topology | None = None,
     ) -> None:
+        self.topology = topology or Topology()
+        check_divisible(config.prompts_per_step, self.topology.dp_size)
         if algorithm.needs_reference and ref_policy is None:
             raise ValueError(f"the algorithm applies a KL ({algorithm.kl_mode}, coef {algorithm.kl_coef}) but no ref_policy was given")
         self.config = config
@@ -94,6 +108,11 @@ class GRPOTrainer:
         self.score = score
         self.ref_policy = ref_policy if algorithm.needs_reference else None
         self.step_index = 0
+
+    @property
+    def local_prompts(self) -> int:
+        """Prompts this data-parallel replica trains on per generation round."""
+        return self.config.prompts_per_step // self.topology.dp_size
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the model and optimiser: step and data position."""
@@ -133,6 +152,41 @@ class GRPOTrainer:
         batch.extras["components"] = {name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()}
         return {"reward_failures": float(num_failed)}
 
+    def _rollout_round(
+        self, problems: list[Prompt], seed: int, first_group: int, timings: dict[str, float]
+    ) -> tuple[SampleBatch, dict[str, float]]:
+        """Generate and score ``problems`` on the replica's leader; the other ranks of its
+        model-parallel group get the scored samples in one broadcast."""
+        topology = self.topology
+        payload: dict[str, Any] | None = None
+        if topology.is_leader:
+            start = time.perf_counter()
+            batch = self._generate(problems, seed, first_group)
+            timings["generate_s"] += time.perf_counter() - start
+            start = time.perf_counter()
+            extra = self._reward(batch)
+            timings["reward_s"] += time.perf_counter() - start
+            if topology.mp_size == 1:
+                return batch, extra
+            payload = {
+                "response_ids": batch.response_ids, "rollout_logp": batch.rollout_logp,
+                "truncated": batch.truncated, "rewards": batch.rewards,
+                "components": batch.extras["components"], "extra": extra,
+            }
+        start = time.perf_counter()
+        payload = topology.broadcast_from_leader(payload)
+        timings["broadcast_s"] = timings.get("broadcast_s", 0.0) + time.perf_counter() - start
+        if topology.is_leader:
+            return batch, extra
+        size = self.config.samples_per_prompt
+        batch = SampleBatch(
+            [p.prompt_ids for p in problems for _ in range(size)], payload["response_ids"], payload["rollout_logp"],
+            torch.arange(first_group, first_group + len(problems)).repeat_interleave(size),
+            payload["rewards"], payload["truncated"],
+            extras={"golds": [p.gold for p in problems for _ in range(size)], "components": payload["components"]},
+        )
+        return batch, dict(payload["extra"])
+
     def _shape(self, batch: SampleBatch) -> None:
         """Overlong reward shaping and filtering (``r1core.algos.sampling``), in place."""
         cfg = self.config
@@ -153,18 +207,24 @@ class GRPOTrainer:
     def _sample(self, step_seed: int) -> tuple[SampleBatch, dict[str, float]]:
         """Rollouts, rewards, advantages, and the dynamic-sampling refill."""
         cfg = self.config
+        topology = self.topology
+        # Every rank draws the global batch (the stream stays in step everywhere) and keeps
+        # its replica's contiguous share of whole groups. Group ids and per-prompt seeds are
+        # those of the global batch, so a replica's samples do not depend on how many
+        # replicas there are.
+        local = self.local_prompts
+        offset = topology.dp_rank * local
         timings: dict[str, float] = {"generate_s": 0.0, "reward_s": 0.0}
         kept: list[SampleBatch] = []
         num_kept_groups = dropped = tries = 0
         extra: dict[str, float] = {}
         while True:
-            start = time.perf_counter()
-            batch = self._generate(
-                self.prompts.next(cfg.prompts_per_step), step_seed + 7919 * tries, tries * cfg.prompts_per_step
+            problems = self.prompts.next(cfg.prompts_per_step)[offset : offset + local]
+            batch, reward_extra = self._rollout_round(
+                problems, step_seed + 7919 * tries + offset, tries * cfg.prompts_per_step + offset, timings
             )
-            timings["generate_s"] += time.perf_counter() - start
+            extra.update(reward_extra)
             start = time.perf_counter()
-            extra.update(self._reward(batch))
             self._shape(batch)
             timings["reward_s"] += time.perf_counter() - start
             batch.advantages, zero_variance = self._advantages(batch)
@@ -179,15 +239,55 @@ class GRPOTrainer:
                 kept.append(batch.select(keep))
                 num_kept_groups += len(keep) // cfg.samples_per_prompt
             tries += 1
-            if num_kept_groups >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
+            # Refill until the replicas together hold a full batch; the count is summed over
+            # the data-parallel group, so every replica runs the same rounds.
+            if topology.dp_all_reduce(num_kept_groups, op="sum") >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
                 break
-        if not kept or sum(len(b) for b in kept) == 0:
-            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
-        merged = _concat(kept)
+        if cfg.dynamic_sampling and topology.dp_size > 1:
+            merged = self._rebalance(kept)
+        else:
+            if not kept or sum(len(b) for b in kept) == 0:
+                raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+            merged = _concat(kept)
         extra.update(timings)
         if cfg.dynamic_sampling:
             extra.update({"groups_dropped": float(dropped), "sampling_tries": float(tries)})
         return merged, extra
+
+    def _rebalance(self, kept: list[SampleBatch]) -> SampleBatch:
+        """Dynamic sampling over replicas: pool every replica's kept groups, keep the first
+        (by generation order) ``prompts_per_step`` of them -- or the largest multiple of the
+        data-parallel size there is -- and give each replica an equal contiguous share.
+
+        Filtering leaves replicas with unequal numbers of groups; pooling them (one
+        all-gather of the kept samples, as a single controller would collect them) stops
+        the refill as soon as the replicas together have a batch, and every replica then
+        trains on the same number of groups. With fewer kept groups than replicas, the
+        replicas without one repeat a kept group at loss weight 0, so that all of them
+        still step together."""
+        cfg, topology = self.config, self.topology
+        size = cfg.samples_per_prompt
+        local = _concat(kept) if kept else None
+        pooled = [b for b in topology.dp_all_gather(local) if b is not None and len(b)]
+        if not pooled:
+            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
+        everything = _concat(pooled)
+        groups = sorted(set(everything.group_ids.tolist()))
+        per_replica = min(len(groups), cfg.prompts_per_step) // topology.dp_size
+        if per_replica == 0:
+            mine, weight = [groups[topology.dp_rank % len(groups)]], float(topology.dp_rank < len(groups))
+        else:
+            start = topology.dp_rank * per_replica
+            mine, weight = groups[start : start + per_replica], 1.0
+        rank_of = {g: i for i, g in enumerate(mine)}
+        rows = sorted((i for i, g in enumerate(everything.group_ids.tolist()) if g in rank_of),
+                      key=lambda i: (rank_of[int(everything.group_ids[i])], i))
+        batch = everything.select(rows)
+        if len(batch) != len(mine) * size:
+            raise RuntimeError(f"rebalanced batch has {len(batch)} samples for {len(mine)} groups of {size}")
+        if weight == 0.0:
+            batch.loss_weights = torch.zeros(len(batch))
+        return batch
 
     def _advantages(self, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Response-aligned advantages ``[B, R]`` and the zero-variance flags ``[B]``."""
@@ -263,18 +363,15 @@ class GRPOTrainer:
         generator = torch.Generator().manual_seed(seed)
         for _ in range(cfg.epochs_per_step):
             order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
-            size = -(-len(order) // cfg.mini_batches)
-            for start_row in range(0, len(order), size):
-                micro = micro_batches(
-                    batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=order[start_row : start_row + size]
-                )
+            for rows in self._mini_batch_rows(order):
+                micro = micro_batches(batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=rows)
                 update_metrics.append(
                     self.policy.train_step(micro, self.loss_fn, temperature=cfg.temperature, return_entropy=True)
                 )
         metrics["update_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        self.rollout.sync_weights(self.policy)
+        self._sync_weights()
         metrics["sync_s"] = time.perf_counter() - start
 
         # The one host synchronisation of the step: metrics become floats for logging.
@@ -298,8 +395,64 @@ class GRPOTrainer:
         metrics["step_s"] = step_seconds
         metrics["tokens_per_second"] = tokens / step_seconds
         metrics["train_tokens"] = float(tokens)
+        if self.topology.dp_size > 1:
+            # Replica metrics -> run metrics (identical on every rank); tokens/s from the
+            # global token count over the slowest replica's step time.
+            metrics = reduce_step_metrics(self.topology.dp_all_gather(metrics))
         self.step_index += 1
         return StepResult(metrics, batch)
+
+    def _mini_batch_rows(self, order: list[int]) -> list[list[int]]:
+        """``order`` split into the optimiser steps of one pass.
+
+        One process keeps its ceil-sized chunks. Data-parallel replicas may hold different
+        numbers of samples (dynamic sampling), and every replica must call ``train_step``
+        exactly ``mini_batches`` times or the gradient all-reduce hangs, so there the split
+        is into exactly ``mini_batches`` near-equal chunks."""
+        cfg = self.config
+        if self.topology.dp_size == 1:
+            size = -(-len(order) // cfg.mini_batches)
+            return [order[start : start + size] for start in range(0, len(order), size)]
+        # Collective, so a replica short of samples stops every replica, not only itself.
+        fewest = int(self.topology.dp_all_reduce(len(order), op="min"))
+        if fewest < cfg.mini_batches:
+            raise RuntimeError(
+                f"a data-parallel replica kept {fewest} samples this step, fewer than "
+                f"trainer.mini_batches={cfg.mini_batches} optimiser steps need"
+            )
+        return [order[part] for part in even_slices(len(order), cfg.mini_batches)]
+
+    def _sync_weights(self) -> None:
+        """Push the updated policy to this replica's engine (collective; every rank calls)."""
+        sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
+
+
+def check_weight_sync(topology: Topology) -> None:
+    """Raise ``NotImplementedError`` for layouts :func:`sync_weights` cannot serve yet (call
+    before building anything, so such a run fails at once rather than after its first step)."""
+    if topology.pipeline > 1:
+        raise NotImplementedError(
+            "weight sync to the rollout engine with pipeline parallelism (parallel.pipeline="
+            f"{topology.pipeline}) needs the multi-stage sender; train with parallel.pipeline=1"
+        )
+
+
+def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = None) -> None:
+    """The one weight-sync entry point of the trainer; call it on every rank.
+
+    The replica's leader streams ``policy.iter_hf_weights()`` into its engine
+    (``rollout.sync_weights``); the other ranks of its tensor/expert-parallel group still
+    consume the iterator to the end, because gathering each parameter's shards is a
+    collective (see ``r1core/rollout/bridge.py``). Pipeline parallelism needs one sender fed
+    by every stage, which this function does not do yet.
+    """
+    topology = topology or Topology()
+    check_weight_sync(topology)
+    if rollout is not None:
+        rollout.sync_weights(policy)
+    elif topology.mp_size > 1:
+        for _ in policy.iter_hf_weights():
+            pass
 
 
 def _cat_padded(rows: list[torch.Tensor]) -> torch.Tensor:

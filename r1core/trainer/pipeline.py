@@ -5,11 +5,18 @@ With no model configured (``policy.hf_dir`` empty) the run is the embedded defau
 builds a tokenizer and a small random-initialised Qwen2-style model, writes cold-start
 traces in the R1 format for a synthetic verifiable task, fine-tunes on them, then trains
 with GRPO on vLLM rollouts and rule-based rewards, entirely on CPU.
+
+Under torchrun (``WORLD_SIZE > 1``) the layout is checked and the process groups are made
+before anything is built. Each data-parallel replica's leader owns a rollout engine (in its
+own process, away from the trainer's process group) and a reward pool; every rank trains
+on its replica's share of each step's groups; global rank 0 alone writes the tokenizer,
+the logs, TensorBoard, the plot and the summary (see ``r1core/trainer/distributed.py``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import replace
@@ -19,8 +26,9 @@ from typing import Any, Callable, Sequence
 
 from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
-from r1core.trainer.grpo import GRPOTrainer, Prompt
-from r1core.trainer.run_logger import RunLogger
+from r1core.trainer.distributed import BatchLayoutError, Topology, check_divisible, even_slices, without_torchrun_env
+from r1core.trainer.grpo import GRPOTrainer, Prompt, check_weight_sync, sync_weights
+from r1core.trainer.run_logger import NullLogger, RunLogger
 from r1core.trainer.sft import run_sft
 
 
@@ -48,6 +56,7 @@ class Pipeline:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.directory)
+        self.topology = start_distributed(cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.checkpoint.resume and (self.run_dir / "metrics.jsonl").exists():
             # Never mix two runs' logs and checkpoints, and never overwrite a finished run.
@@ -55,12 +64,17 @@ class Pipeline:
                 f"{self.run_dir} already holds a run: pass --resume to continue it, or choose "
                 f"another run.name (or delete the folder) to start a new one"
             )
+        # Every rank has looked before any rank writes.
+        self.topology.barrier()
         self.resume_step = None
         if cfg.checkpoint.resume:
             from r1core.trainer.checkpoint import CheckpointManager
 
             self.resume_step = CheckpointManager(cfg.checkpoint_directory).latest_step()
-        self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
+        if self.topology.is_main:
+            self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
+        else:
+            self.logger = NullLogger()
         self.start_time = time.perf_counter()
 
     # --------------------------------------------------------------- phases
@@ -84,10 +98,17 @@ class Pipeline:
         if self.cfg.policy.hf_dir:
             self.tokenizer = load_tokenizer(self.cfg.policy.hf_dir)
             return Path(self.cfg.policy.hf_dir)
-        corpus = [self.template(p.problem) + self.task.solution_trace(p, open_think=False) for p in self.train_problems]
-        embedded = self.cfg.embedded
-        self.tokenizer = train_tokenizer(corpus, self.run_dir / "tokenizer", vocab_size=embedded.vocab_size)
-        return make_tiny_qwen2(self.run_dir / "init", self.tokenizer, embedded.model)
+        init_dir = self.run_dir / "init"
+        if self.topology.is_main:
+            corpus = [self.template(p.problem) + self.task.solution_trace(p, open_think=False) for p in self.train_problems]
+            embedded = self.cfg.embedded
+            self.tokenizer = train_tokenizer(corpus, self.run_dir / "tokenizer", vocab_size=embedded.vocab_size)
+            init_dir = make_tiny_qwen2(init_dir, self.tokenizer, embedded.model)
+        # One rank builds the tokenizer and the model; the others read what it wrote.
+        self.topology.barrier()
+        if not self.topology.is_main:
+            self.tokenizer = load_tokenizer(init_dir)
+        return init_dir
 
     def encode_prompts(self, problems: Sequence[Any]) -> list[Prompt]:
         return [Prompt(self.tokenizer.encode(self.template(p.problem)), p.answer, i) for i, p in enumerate(problems)]
@@ -116,10 +137,12 @@ class Pipeline:
             self.logger.log(step, metrics, phase="sft")
             progress(f"sft step {step}: nll {metrics['loss']:.3f}")
 
-        run_sft(policy, examples, section, on_step=on_step)
+        run_sft(policy, examples, section, on_step=on_step, topology=self.topology)
         out = self.run_dir / "sft"
         policy.export_hf(out)
-        self.tokenizer.save_pretrained(out)
+        if self.topology.is_main:
+            self.tokenizer.save_pretrained(out)
+        self.topology.barrier()  # the checkpoint is complete before any engine reads it
         return out
 
     # --------------------------------------------------------------- evaluation
@@ -130,20 +153,32 @@ class Pipeline:
         from r1core.eval import evaluate
 
         section = self.cfg.eval
+        topology = self.topology
         prompts = self.encode_prompts(self.eval_problems)
-        groups = rollout.generate(
-            [p.prompt_ids for p in prompts], n=section.k, max_tokens=section.max_tokens,
-            temperature=section.temperature, seed=10_000 + self.cfg.run.seed,
-        )
-        responses = [[self.decode(sample.token_ids) for sample in group] for group in groups]
-        report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k], extract_fn=extract_answer_tag)
-        metrics = {key: float(value) for key, value in report.items() if isinstance(value, (int, float))}
-        metrics["accuracy"] = metrics[f"avg@{section.k}"]
-        lengths = [len(s.token_ids) for group in groups for s in group]
-        metrics["response_length_mean"] = sum(lengths) / len(lengths)
-        self.logger.log(step, metrics, phase="eval")
-        progress(f"eval at step {step}: accuracy {metrics['accuracy']:.3f}")
-        return metrics["accuracy"]
+        # Each replica's leader samples its contiguous share of the problems (per-problem
+        # seeds as in one process); global rank 0 grades the gathered responses and every
+        # rank gets the same accuracy.
+        share = even_slices(len(prompts), topology.dp_size)[topology.dp_rank]
+        local = None
+        if topology.is_leader:
+            groups = rollout.generate(
+                [p.prompt_ids for p in prompts[share]], n=section.k, max_tokens=section.max_tokens,
+                temperature=section.temperature, seed=10_000 + self.cfg.run.seed + share.start,
+            )
+            local = (topology.dp_rank, [[(self.decode(s.token_ids), len(s.token_ids)) for s in g] for g in groups])
+        parts = sorted(part for part in topology.all_gather(local) if part is not None)
+        metrics = None
+        if topology.is_main:
+            samples = [group for _, groups in parts for group in groups]
+            responses = [[text for text, _ in group] for group in samples]
+            report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k], extract_fn=extract_answer_tag)
+            metrics = {key: float(value) for key, value in report.items() if isinstance(value, (int, float))}
+            metrics["accuracy"] = metrics[f"avg@{section.k}"]
+            lengths = [length for group in samples for _, length in group]
+            metrics["response_length_mean"] = sum(lengths) / len(lengths)
+            self.logger.log(step, metrics, phase="eval")
+            progress(f"eval at step {step}: accuracy {metrics['accuracy']:.3f}")
+        return float(topology.broadcast_from_main(metrics)["accuracy"])
 
     def grade(self, responses: list[str], golds: list[str]) -> list[float]:
         return self.pool.score(self.accuracy_reward, responses, golds).scores
@@ -152,23 +187,29 @@ class Pipeline:
 
     def reinforce(self, start_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
         from r1core.rewards import RewardPool, RewardPoolConfig, compose_rewards, get_reward
-        from r1core.rollout import VLLMRollout
         from r1core.trainer.checkpoint import CheckpointManager
 
         cfg = self.cfg
+        topology = self.topology
+        check_weight_sync(topology)
         rollout_cfg = cfg.rollout
         if rollout_cfg.dtype == "auto":
             # vLLM's "auto" runs float32 checkpoints in half precision; sample with the
             # policy's own dtype so rollout and trainer log-probs agree.
             rollout_cfg = replace(rollout_cfg, dtype=str(cfg.policy.torch_dtype()).removeprefix("torch."))
-        rollout = VLLMRollout(start_dir, config=rollout_cfg)
+        rollout = None
+        if topology.is_leader:
+            rollout = build_rollout(start_dir, rollout_cfg, topology)
         policy = self.build_policy(start_dir, cfg.policy.lr)
         ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
         reward_cfg = cfg.reward
         composite = compose_rewards(reward_cfg.weights, configs={"r1_format": {"allow_missing_think_open": True}}
                                     if "r1_format" in reward_cfg.weights else None)
         self.accuracy_reward = get_reward("math_accuracy")
-        self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers, sample_timeout_s=reward_cfg.sample_timeout_s))
+        # Rewards are scored where the samples are: on the leaders.
+        self.pool = None
+        if topology.is_leader:
+            self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers, sample_timeout_s=reward_cfg.sample_timeout_s))
 
         def score(responses: list[str], golds: list[str]):
             result = self.pool.score_composite(composite, responses, golds)
@@ -176,7 +217,8 @@ class Pipeline:
             return result.totals, result.components, failed
 
         prompts = PromptStream(self.encode_prompts(self.train_problems), seed=cfg.run.seed, id_of=lambda p: p.uid)
-        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score, ref_policy=ref_policy)
+        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score,
+                              ref_policy=ref_policy, topology=topology)
         checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
         summary: dict[str, Any] = {}
         latest = checkpoints.load_latest() if self.resume_step is not None else None
@@ -187,7 +229,7 @@ class Pipeline:
             trainer.load_state_dict(latest.state["trainer"])
             summary = dict(latest.state["summary"])
             restore_rng_state(latest.state["rng"])
-            rollout.sync_weights(policy)
+            sync_weights(policy, rollout, topology)
             progress(f"resumed from step {trainer.step_index}")
         else:
             summary["accuracy_start"] = self.evaluate(rollout, 0, progress)
@@ -196,6 +238,8 @@ class Pipeline:
         while trainer.step_index < cfg.trainer.steps:
             result = trainer.step()
             step = trainer.step_index
+            if cfg.logging.rollouts and topology.is_leader:
+                write_rollouts(self.run_dir / "rollouts" / f"rank_{topology.world_rank:05d}.jsonl", step, result.batch)
             total_tokens += result.metrics["train_tokens"]
             self.logger.log(step, result.metrics)
             m = result.metrics
@@ -208,12 +252,16 @@ class Pipeline:
                 checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(), "summary": summary}, config=cfg)
         summary["steps"] = trainer.step_index
         policy.export_hf(self.run_dir / "final")
-        self.tokenizer.save_pretrained(self.run_dir / "final")
-        self.pool.close()
-        rollout.close()
+        if topology.is_main:
+            self.tokenizer.save_pretrained(self.run_dir / "final")
+        if self.pool is not None:
+            self.pool.close()
+        if rollout is not None:
+            rollout.close()
         return summary
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        self.topology.barrier()  # every rank is done (final export included) before the summary
         wall = time.perf_counter() - self.start_time
         rl_seconds = sum(r.get("step_s", 0.0) for r in self.logger.history if r["phase"] == "train")
         summary.update(
@@ -233,14 +281,78 @@ class Pipeline:
         return summary
 
 
+def write_rollouts(path: Path, step: int, batch: Any) -> None:
+    """Append one JSON line per sample of ``batch`` (a ``SampleBatch``) for ``step``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        for row in range(len(batch)):
+            record = {
+                "step": step, "group": int(batch.group_ids[row]), "prompt_ids": batch.prompt_ids[row],
+                "response_ids": batch.response_ids[row], "reward": float(batch.rewards[row]),
+            }
+            handle.write(json.dumps(record) + "\n")
+
+
+def start_distributed(cfg: Any) -> Topology:
+    """Under torchrun: check the layout and the batch split, create the process groups and
+    return this rank's :class:`Topology`; in one process: ``Topology()`` and nothing else
+    (the policy makes its one-rank group itself, as before).
+
+    Raises (before any work): ``LayoutError`` for a layout that does not fit the world, and
+    ``ConfigError`` when ``trainer.prompts_per_step`` or ``sft.batch_size`` is not divisible
+    by the data-parallel size.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Topology()
+    from r1core.config import ConfigError
+    from r1core.launch.layout import resolve_layout
+
+    layout = resolve_layout(cfg.parallel, world_size)
+    checks = [("trainer.prompts_per_step", cfg.trainer.prompts_per_step)]
+    if cfg.sft.epochs > 0:
+        checks.append(("sft.batch_size", cfg.sft.batch_size))
+    for key, value in checks:
+        try:
+            check_divisible(value, layout.data, what=key)
+        except BatchLayoutError as error:
+            raise ConfigError(str(error), key=key) from None
+    from r1core.models.parallel import ParallelConfig, init_distributed
+
+    init_distributed(ParallelConfig.coerce(cfg.parallel), seed=cfg.run.seed)
+    topology = Topology.from_parallel_state()
+    check_weight_sync(topology)  # before the cold start, not after it
+    return topology
+
+
+def build_rollout(start_dir: Path, rollout_cfg: Any, topology: Topology) -> Any:
+    """This replica's vLLM engine (call on its leader only).
+
+    Under torchrun the engine runs in its own process, started without torchrun's
+    environment: vLLM in-process would set up its parallel state inside the trainer's
+    initialised process group, and a spawned engine that inherits ``RANK``/``MASTER_*``
+    would try to join it."""
+    from r1core.rollout import VLLMRollout
+
+    if not topology.distributed:
+        return VLLMRollout(start_dir, config=rollout_cfg)
+    if rollout_cfg.engine_mode != "own_process":
+        rollout_cfg = replace(rollout_cfg, engine_mode="own_process")
+    with without_torchrun_env():
+        return VLLMRollout(start_dir, config=rollout_cfg)
+
+
 def run(cfg: Any) -> int:
     """``r1core train``: the whole pipeline for the run configuration ``cfg``."""
     from tqdm import tqdm
 
     pipeline = Pipeline(cfg)
-    bar = tqdm(total=3 + cfg.trainer.steps, desc="r1core", unit="phase", dynamic_ncols=True)
+    main = pipeline.topology.is_main
+    bar = tqdm(total=3 + cfg.trainer.steps, desc="r1core", unit="phase", dynamic_ncols=True, disable=not main)
 
     def progress(message: str) -> None:
+        if not main:
+            return
         bar.set_postfix_str(message, refresh=False)
         if message.startswith(("rl step", "resumed")) or message.endswith("built"):
             bar.update(1)
@@ -262,5 +374,10 @@ def run(cfg: Any) -> int:
     summary = pipeline.reinforce(start, progress)
     summary = pipeline.finish(summary)
     bar.close()
-    print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds", "tokens_per_second") if k in summary}, indent=2))
+    if main:
+        print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds", "tokens_per_second") if k in summary}, indent=2))
+    if pipeline.topology.distributed:
+        from r1core.models.parallel import destroy_distributed
+
+        destroy_distributed()
     return 0

@@ -106,3 +106,26 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class NullLogger:
+    """The logger of ranks other than global rank 0: same interface, writes nothing (one
+    rank reports for the whole run, from metrics already reduced over the replicas)."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+
+    def log(self, step: int, metrics: Mapping[str, float], *, phase: str = "train") -> None:
+        pass
+
+    def series(self, name: str, phase: str | None = None) -> tuple[list[int], list[float]]:
+        return [], []
+
+    def plot(self, path: str | Path, panels: Sequence[tuple[str, str | None]]) -> Path:
+        return Path(path)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        return Path("summary.json")
+
+    def close(self) -> None:
+        pass

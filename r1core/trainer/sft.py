@@ -46,11 +46,23 @@ def run_sft(
     config: SFTConfig,
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    topology: Any = None,
 ) -> list[dict[str, float]]:
     """Train ``policy`` on ``(prompt_ids, response_ids)`` pairs; return per-step metrics.
 
     ``on_step(step, metrics)`` is called after every optimiser step (logging, progress).
+
+    Data parallelism (``topology``, a :class:`r1core.trainer.distributed.Topology`): every
+    rank draws the same ``batch_size`` rows and trains on its replica's contiguous share,
+    so the policy's gradient average over replicas is the gradient of the whole batch (as
+    one process accumulating the same shares as micro-batches would get); the returned
+    metrics are the replicas' mean. ``batch_size`` must divide by the data-parallel size.
     """
+    from r1core.trainer.distributed import Topology, check_divisible, reduce_step_metrics
+
+    topology = topology or Topology()
+    local = check_divisible(config.batch_size, topology.dp_size, what="sft.batch_size")
+    offset = topology.dp_rank * local
     if not examples:
         raise ValueError("no SFT examples")
     for index, (prompt, response) in enumerate(examples):
@@ -66,8 +78,11 @@ def run_sft(
             rng.shuffle(epoch)
             order += epoch
         rows, order = order[: config.batch_size], order[config.batch_size :]
+        rows = rows[offset : offset + local]
         micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
         metrics = {k: float(v) for k, v in policy.train_step(micro, sft_loss).items()}
+        if topology.dp_size > 1:
+            metrics = reduce_step_metrics(topology.dp_all_gather(metrics))
         history.append(metrics)
         if on_step is not None:
             on_step(step, metrics)
@@ -103,11 +118,18 @@ def run(cfg: Any) -> int:
     ]
     policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=cfg.policy.torch_dtype(), seed=cfg.run.seed,
                           optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
+    from r1core.trainer.distributed import Topology
+    from r1core.trainer.run_logger import NullLogger
+
+    # Under torchrun every replica trains on its share of each batch; rank 0 alone writes.
+    topology = Topology.from_parallel_state()
     run_dir = Path(cfg.run.directory)
-    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard)
-    history = run_sft(policy, examples, cfg.sft, on_step=lambda step, metrics: logger.log(step, metrics, phase="sft"))
+    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard) if topology.is_main else NullLogger()
+    history = run_sft(policy, examples, cfg.sft, on_step=lambda step, metrics: logger.log(step, metrics, phase="sft"),
+                      topology=topology)
     out = policy.export_hf(run_dir / "final")
-    tokenizer.save_pretrained(out)
+    if topology.is_main:
+        tokenizer.save_pretrained(out)
     logger.write_summary({"steps": len(history), "final_nll": history[-1]["loss"], "examples": len(examples), "checkpoint": str(out)})
     logger.close()
     return 0

@@ -1,0 +1,270 @@
+"""Where a trainer rank sits, and the few collectives the RL loop needs beyond the policy's.
+
+Placement follows the usual RL layout (verl, NeMo-RL): the ``world`` is split into
+data-parallel replicas of the policy, each replica a model-parallel group (tensor x
+pipeline ranks). Every replica owns one rollout engine, driven by its *leader* (the
+model-parallel rank 0); the leader generates for the replica's share of the prompts, scores
+the rewards, and broadcasts the samples to the other ranks of its group, which all train on
+the same batch (tensor parallelism splits the model, not the data).
+
+Data sharding is by whole GRPO groups: every rank draws the same global batch from the
+prompt stream (same seed, same position), and data-parallel rank ``d`` keeps its contiguous
+``prompts_per_step / dp`` share, so group-normalised advantages stay local and the stream
+position is the same on every rank (one checkpointed data position for all). Dynamic
+sampling, which drops groups unevenly, pools the kept groups of all replicas and re-splits
+them evenly (``GRPOTrainer._rebalance``).
+
+Without an initialised process group everything here degrades to one rank of one replica,
+and the collectives are no-ops: the single-process trainer runs the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+#: Variables torchrun (and SLURM wrappers around it) set for a worker. A rollout engine
+#: spawned from a worker must not see them: vLLM reads ``RANK``/``LOCAL_RANK``/``MASTER_*``
+#: when it sets up its own one-process group, and would join (or collide with) the trainer's.
+TORCHRUN_ENV = (
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT",
+    "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+)
+
+
+class BatchLayoutError(ValueError):
+    """The step's batch cannot be split over the data-parallel replicas."""
+
+
+@dataclass
+class Topology:
+    """This rank's place in the trainer.
+
+    world_rank / world_size: in the default process group.
+    dp_rank / dp_size: data-parallel replica of the policy (``world / (tensor x pipeline)``).
+    mp_rank / mp_size: rank inside the replica's model-parallel (tensor x pipeline) group;
+        rank 0 is the replica's leader, which owns the rollout engine and the reward pool.
+    pipeline: pipeline-parallel size (weight sync with PP > 1 needs a multi-rank sender).
+    dp_group / mp_group: the process groups (None in a single process).
+    """
+
+    world_rank: int = 0
+    world_size: int = 1
+    dp_rank: int = 0
+    dp_size: int = 1
+    mp_rank: int = 0
+    mp_size: int = 1
+    pipeline: int = 1
+    dp_group: Any = None
+    mp_group: Any = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Model-parallel rank 0: builds the rollout engine, scores rewards."""
+        return self.mp_rank == 0
+
+    @property
+    def is_main(self) -> bool:
+        """Global rank 0: the only rank that writes logs, summaries, plots, progress."""
+        return self.world_rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_parallel_state(cls) -> "Topology":
+        """Read the layout from Megatron's initialised groups (one rank if there are none)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return cls()
+        from megatron.core import parallel_state as ps
+
+        mp_group = ps.get_model_parallel_group()
+        return cls(
+            world_rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            dp_rank=ps.get_data_parallel_rank(),
+            dp_size=ps.get_data_parallel_world_size(),
+            mp_rank=dist.get_rank(mp_group),
+            mp_size=dist.get_world_size(mp_group),
+            pipeline=ps.get_pipeline_model_parallel_world_size(),
+            dp_group=ps.get_data_parallel_group(),
+            mp_group=mp_group,
+        )
+
+    # ------------------------------------------------------------------ collectives
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast_from_leader(self, payload: T | None) -> T:
+        """The leader's ``payload`` on every rank of its model-parallel group (one
+        ``broadcast_object_list``; a no-op for a group of one)."""
+        if self.mp_size == 1:
+            return payload  # type: ignore[return-value]
+        box = [payload if self.is_leader else None]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(self.mp_group, 0), group=self.mp_group)
+        return box[0]  # type: ignore[return-value]
+
+    def broadcast_from_main(self, payload: T | None) -> T:
+        """Global rank 0's ``payload`` on every rank."""
+        if not self.distributed:
+            return payload  # type: ignore[return-value]
+        box = [payload]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]  # type: ignore[return-value]
+
+    def all_gather(self, item: T) -> list[T]:
+        """Every rank's ``item`` (world order), on every rank."""
+        if not self.distributed:
+            return [item]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, item)
+        return out
+
+    def dp_all_gather(self, item: T) -> list[T]:
+        """Every data-parallel replica's ``item`` (replica order), on every rank."""
+        if self.dp_size == 1:
+            return [item]
+        out: list[Any] = [None] * self.dp_size
+        dist.all_gather_object(out, item, group=self.dp_group)
+        return out
+
+    def dp_all_reduce(self, value: float, op: str = "sum") -> float:
+        """``value`` reduced over the data-parallel group (``sum``, ``max`` or ``min``)."""
+        if self.dp_size == 1:
+            return value
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+        tensor = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(tensor, op=ops[op], group=self.dp_group)
+        return float(tensor.item())
+
+
+# ---------------------------------------------------------------------- batch sharding
+
+
+def check_divisible(total: int, dp_size: int, what: str = "trainer.prompts_per_step") -> int:
+    """``total / dp_size``, or :class:`BatchLayoutError` naming both numbers."""
+    if dp_size < 1:
+        raise BatchLayoutError(f"data-parallel size must be >= 1, got {dp_size}")
+    if total % dp_size:
+        raise BatchLayoutError(
+            f"{what}={total} is not divisible by the data-parallel size {dp_size}: every replica "
+            f"must train on the same number of whole groups; choose a multiple of {dp_size}"
+        )
+    return total // dp_size
+
+
+def shard_slice(total: int, rank: int, size: int) -> slice:
+    """The contiguous share of data-parallel ``rank`` among ``size`` of ``total`` items
+    (``total`` must be divisible by ``size``)."""
+    per_rank = check_divisible(total, size, what="items")
+    if not 0 <= rank < size:
+        raise ValueError(f"rank {rank} outside [0, {size})")
+    return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
+def shard(items: Sequence[T], rank: int, size: int) -> list[T]:
+    """``items[shard_slice(len(items), rank, size)]`` as a list."""
+    return list(items[shard_slice(len(items), rank, size)])
+
+
+def even_slices(total: int, parts: int) -> list[slice]:
+    """``parts`` contiguous slices covering ``range(total)``, sizes differing by at most one
+    (the first ``total % parts`` one larger); empty slices when ``total < parts``."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    base, extra = divmod(total, parts)
+    out, start = [], 0
+    for index in range(parts):
+        stop = start + base + (index < extra)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+# ---------------------------------------------------------------------- metric reduction
+
+#: Counts that add up over replicas.
+SUMMED = frozenset({"num_samples", "train_tokens", "groups_dropped", "reward_failures"})
+#: Values every replica shares or whose worst case matters (wall times: the slowest replica
+#: sets the step time).
+MAXED = frozenset({"sampling_tries", "grad_norm", "lr"})
+#: Means over the same number of samples on every replica (the first generation round).
+UNWEIGHTED = frozenset({"reward_mean_all"})
+
+
+def reduce_step_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One step's metrics for the whole run from each data-parallel replica's own.
+
+    Rules, by name: counts in :data:`SUMMED` add up; ``*_max``, wall times (``*_s``) and
+    :data:`MAXED` take the maximum; ``reward_std`` is the pooled standard deviation (from each
+    replica's mean, std and ``num_samples``); ``tokens_per_second`` is the global token count
+    over the slowest replica's step time; every other value is a mean of the replicas' means
+    weighted by their ``num_samples`` (plain mean when a replica does not report it, and for
+    :data:`UNWEIGHTED`).
+    """
+    if not per_rank:
+        raise ValueError("no metrics to reduce")
+    if len(per_rank) == 1:
+        return dict(per_rank[0])
+    keys = list(per_rank[0])
+    for index, metrics in enumerate(per_rank[1:], start=1):
+        if set(metrics) != set(keys):
+            raise ValueError(f"replica {index} reports metrics {sorted(set(metrics) ^ set(keys))} differently from replica 0")
+    counts = [float(m.get("num_samples", 1.0)) for m in per_rank]
+    total = sum(counts)
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [float(m[key]) for m in per_rank]
+        if key in SUMMED:
+            out[key] = sum(values)
+        elif key in MAXED or key.endswith("_max") or key.endswith("_s"):
+            out[key] = max(values)
+        elif key in UNWEIGHTED or total <= 0:
+            out[key] = sum(values) / len(values)
+        else:
+            out[key] = sum(v * c for v, c in zip(values, counts)) / total
+    if "reward_std" in keys and "reward_mean" in keys and "num_samples" in keys:
+        out["reward_std"] = _pooled_std(
+            [float(m["reward_mean"]) for m in per_rank], [float(m["reward_std"]) for m in per_rank], counts
+        )
+    if "tokens_per_second" in keys and "train_tokens" in out and out.get("step_s", 0.0) > 0:
+        out["tokens_per_second"] = out["train_tokens"] / out["step_s"]
+    return out
+
+
+def _pooled_std(means: Sequence[float], stds: Sequence[float], counts: Sequence[float]) -> float:
+    """Unbiased standard deviation of the union of samples given each part's mean, unbiased
+    std and size (parts of size <= 1 report std 0)."""
+    total = sum(counts)
+    if total <= 1:
+        return 0.0
+    grand = sum(m * n for m, n in zip(means, counts)) / total
+    squares = sum((n - 1) * s * s + n * (m - grand) ** 2 for m, s, n in zip(means, stds, counts))
+    return math.sqrt(max(squares, 0.0) / (total - 1))
+
+
+# ---------------------------------------------------------------------- engine processes
+
+
+@contextlib.contextmanager
+def without_torchrun_env() -> Iterator[None]:
+    """Hide torchrun's variables from processes spawned inside the block (a rollout engine),
+    and put them back afterwards."""
+    saved = {name: os.environ.pop(name) for name in TORCHRUN_ENV if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
