@@ -11,8 +11,9 @@ same machine load:
 
 and, for each ``--bucket-mib``, the peak extra resident memory of the process during a
 sync (sampled every 2 ms from /proc/self/statm, the staging file's pages included),
-above the resident memory just before it. The engine runs in-process, so the one RSS
-covers both the trainer and the engine worker.
+above the resident memory just before it, and the size of the staging buffer. The
+engine runs in-process, so the one RSS covers both the trainer and the engine worker
+(the worker uses the trainer's mapping of the staging file, so its pages count once).
 
 Usage:
     python perf/bench_weight_sync.py --model tiny --repeats 10
@@ -148,6 +149,7 @@ def main() -> None:
             stats = engine.sync_weights(source)
         memory.append({"bucket_mib": bucket_mib, "num_buckets": stats.num_buckets,
                        "peak_extra_mib": (peak.peak - before) / 2**20,
+                       "staging_mib": stats.staging_bytes / 2**20,
                        "sync_s": stats.seconds})
         # Drop the staging file between sizes so each measurement pays for its own.
         engine.set_bucket_bytes(int(bucket_mib * 2**20))
@@ -213,12 +215,13 @@ def render_markdown(r: dict) -> str:
         "Peak extra resident memory during one sync (process RSS above its value just "
         f"before; largest single tensor {r['largest_tensor_mib']:.1f} MiB):",
         "",
-        "| bucket (MiB) | buckets | peak extra (MiB) | sync (s) |",
-        "|---|---|---|---|",
+        "| bucket (MiB) | buckets | staging buffer (MiB) | peak extra (MiB) | sync (s) |",
+        "|---|---|---|---|---|",
     ]
     for m in r["memory_by_bucket"]:
-        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {m['peak_extra_mib']:.1f} | "
-                     f"{m['sync_s']:.3f} |")
+        staging = f"{m['staging_mib']:.1f}" if "staging_mib" in m else "-"
+        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {staging} | "
+                     f"{m['peak_extra_mib']:.1f} | {m['sync_s']:.3f} |")
     lines += ["", f"vLLM's own reload, same measure: {r['vllm_reload_peak_extra_mib']:.1f} MiB.",
               ""]
     return "\n".join(lines)

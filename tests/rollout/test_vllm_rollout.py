@@ -54,6 +54,34 @@ def test_sync_is_bitwise_equal_to_fresh_engine(synced, fresh_reference):
     assert stats.num_buckets > 1, "bucket_bytes was meant to force several buckets"
 
 
+def test_staging_buffer_is_bounded_by_the_bucket(synced, checkpoints):
+    """The embedding (and the MLP weights) are larger than the 64 KiB bucket; they travel
+    in pieces and the staging buffer stays the bucket, not the largest tensor."""
+    kind, engine, _, stats = synced
+    model = checkpoints(kind).updated_model
+    largest = max(t.numel() * t.element_size() for _, t in
+                  ModuleWeightSource(model).iter_hf_weights())
+    assert largest > engine.config.bucket_bytes
+    assert stats.staging_bytes == engine.config.bucket_bytes == engine._staging.num_bytes
+
+
+def test_bucket_smaller_than_one_row(synced, checkpoints, fresh_reference):
+    """A 400-byte bucket is smaller than one embedding row (128 fp32 = 512 bytes): every
+    large tensor travels as flat element ranges, and the result is still exact."""
+    kind, engine, _, _ = synced
+    if kind != "qwen2_tied":
+        pytest.skip("one model suffices (thousands of buckets)")
+    bucket_bytes = engine.config.bucket_bytes
+    engine.set_bucket_bytes(400)
+    try:
+        stats = engine.sync_weights(ModuleWeightSource(checkpoints(kind).updated_model),
+                                    weight_version="1")  # same weights, same tag
+        assert stats.staging_bytes == 400 and stats.num_buckets > 1000
+        assert greedy(engine) == fresh_reference(kind)
+    finally:
+        engine.set_bucket_bytes(bucket_bytes)
+
+
 def test_sync_matches_transformers_greedy(synced, checkpoints):
     kind, engine, _, _ = synced
     model = checkpoints(kind).updated_model
