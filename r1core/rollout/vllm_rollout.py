@@ -112,6 +112,17 @@ class VLLMRollout:
         if self._on_cuda:
             engine_kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             engine_kwargs["enable_sleep_mode"] = self.sleep_enabled
+        if config.engine_mode == "in_process":
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # vLLM's in-process worker adopts an existing default process group and
+                # then waits forever for the other ranks in its group creation.
+                raise RuntimeError(
+                    "engine_mode='in_process' cannot run inside a multi-rank torch.distributed "
+                    "job (vLLM would take over the trainer's process group and hang); use "
+                    "engine_mode='own_process'"
+                )
         # Read by vLLM when the engine is built and cached afterwards: one mode per process.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = (
             "0" if config.engine_mode == "in_process" else "1"

@@ -15,7 +15,6 @@ sync, the sync's stats and the staging buffer's size.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -37,11 +36,6 @@ def main() -> None:
     engine = None
     result: dict = {"world": dist.get_world_size()}
     if rank == 0:
-        if engine_mode == "own_process":
-            # The spawned engine core must not take this process's torchrun identity.
-            for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                        "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
-                os.environ.pop(key, None)
         engine = VLLMRollout(initial_dir, max_model_len=MAX_MODEL_LEN, dtype="float32",
                              engine_mode=engine_mode, bucket_bytes=int(bucket_bytes))
         result["before"] = greedy(engine)
