@@ -123,7 +123,7 @@ class InPlaceEmbeddings:
         # the post-load processing the reload would have run, and end the layer's reload
         # so that vLLM's finalisation leaves it alone.
         _place_kernel_tensors(module, info)
-        module.quant_method.process_weights_after_loading(module)
+        rebuild_post_load(module)
         info.reset()
         self.loaded_names.add(target.param_name)
         self._open.pop(target.param_name, None)
@@ -137,3 +137,16 @@ class InPlaceEmbeddings:
             target.received, target.weight = 0, None
         self._open = {}
         return incomplete
+
+
+def rebuild_post_load(module: torch.nn.Module) -> None:
+    """Re-run ``module``'s post-load processing, dropping its stale products first.
+
+    On CPU that processing builds a packed GEMM copy of the weight (``cpu_linear`` holds
+    it); building the new one while the old one is alive would cost a second copy of a
+    vocabulary matrix at the peak. No forward runs during a weight update, so the old
+    copy is released first.
+    """
+    if "cpu_linear" in vars(module):
+        del module.cpu_linear
+    module.quant_method.process_weights_after_loading(module)

@@ -96,13 +96,15 @@ def sync_policy_weights(
     )
 
     outcome: list[Any] = [None]
+    failure: BaseException | None = None
     if rank == sender:
         assert rollout is not None
         try:
             outcome[0] = _send_all(policy, rollout, weight_version, layout["stage"], leaders,
                                    comm_device)
-        except Exception as error:  # every rank must learn about it, then it is re-raised
-            outcome[0] = error
+        except Exception as error:  # every rank must learn about it; re-raised below
+            failure = error
+            outcome[0] = f"{type(error).__name__}: {error}"
     elif rank in leaders.values():
         _stream_to_sender(policy, sender, comm_device)
     elif iterates:
@@ -111,9 +113,9 @@ def sync_policy_weights(
     # The sender's result (or error) reaches every rank; this is also the barrier after
     # which the next rollout may start.
     dist.broadcast_object_list(outcome, src=sender, device=comm_device)
-    if isinstance(outcome[0], BaseException):
-        if rank == sender:
-            raise outcome[0]
+    if failure is not None:
+        raise failure
+    if isinstance(outcome[0], str):
         raise RuntimeError(f"weight sync failed on rank {sender}: {outcome[0]}")
     return outcome[0]
 

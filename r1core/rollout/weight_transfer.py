@@ -28,6 +28,7 @@ vLLM imports this module in the engine's worker through ``worker_extension_cls``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ from vllm.model_executor.model_loader.reload import (  # noqa: E402
 from vllm.model_executor.model_loader.reload.layerwise import LAYERWISE_INFO  # noqa: E402
 
 from r1core.rollout.bridge import _numel, dtype_from_name, local_buffer, view_in_buffer  # noqa: E402
-from r1core.rollout.inplace_embedding import InPlaceEmbeddings  # noqa: E402
+from r1core.rollout.inplace_embedding import InPlaceEmbeddings, rebuild_post_load  # noqa: E402
 
 SHM_BACKEND = "r1core_shm"
 IPC_BACKEND = "r1core_ipc"
@@ -192,7 +193,7 @@ def refresh_tied_lm_head(model: torch.nn.Module) -> bool:
     quant_method = getattr(lm_head, "quant_method", None)
     if quant_method is None or not hasattr(quant_method, "process_weights_after_loading"):
         return False
-    quant_method.process_weights_after_loading(lm_head)
+    rebuild_post_load(lm_head)
     return True
 
 
@@ -232,6 +233,12 @@ class SharedMemoryWeightTransferEngine(
         self._buffer = torch.empty(0, dtype=torch.uint8)
         self._pieces: dict[str, _Reassembly] = {}
         self._inplace: InPlaceEmbeddings | None = None
+        self.reassembled: list[str] = []
+        """Names of the split tensors the last update reassembled for vLLM's loaders."""
+        self.detached_bytes = 0
+        """Bytes the last update copied out of the buffer for layers straddling buckets."""
+        self.written_in_place: list[str] = []
+        """Engine parameters the last update wrote in place (vocabulary matrices)."""
 
     def init_transfer_engine(self, init_info: SharedMemoryInitInfo) -> None:
         if not init_info.path:
@@ -254,6 +261,8 @@ class SharedMemoryWeightTransferEngine(
 
     def start_weight_update(self) -> None:
         self._pieces = {}
+        self.reassembled = []
+        self.detached_bytes = 0
         # Before the reload moves the layers to the meta device: it reads live tensors.
         self._inplace = InPlaceEmbeddings(self.model)
         self._begin_reload()
@@ -287,6 +296,7 @@ class SharedMemoryWeightTransferEngine(
             pending.put(view_in_buffer(buffer, offset, dtype, [numel]), start)
             if pending.complete:
                 weights.append((name, self._pieces.pop(name).tensor))
+                self.reassembled.append(name)
         self._load(weights)
         self._detach_pending(buffer)
 
@@ -305,9 +315,11 @@ class SharedMemoryWeightTransferEngine(
                     if (isinstance(value, torch.Tensor)
                             and value.untyped_storage().data_ptr() == storage):
                         bound.arguments[key] = value.clone()
+                        self.detached_bytes += value.numel() * value.element_size()
 
     def finish_weight_update(self) -> None:
         self._loaded_names.update(self._inplace.loaded_names)
+        self.written_in_place = sorted(self._inplace.loaded_names)
         incomplete = self._inplace.close()
         self._finish_reload()
         if incomplete:
@@ -387,6 +399,16 @@ class R1coreWorkerExtension:
         """What the last finished weight update failed to cover (empty when complete)."""
         engine = getattr(self, "weight_transfer_engine", None)
         return list(getattr(engine, "sync_problems", []))
+
+    def r1core_last_update_summary(self) -> dict[str, Any]:
+        """How the last update's tensors were received: ``written_in_place`` (engine
+        names of vocabulary weights written into the live tensor), ``reassembled``
+        (Hugging Face names of split tensors collected whole for vLLM's loaders) and
+        ``detached_bytes`` (copied out of the buffer for layers straddling buckets)."""
+        engine = getattr(self, "weight_transfer_engine", None)
+        return {"written_in_place": list(getattr(engine, "written_in_place", [])),
+                "reassembled": list(getattr(engine, "reassembled", [])),
+                "detached_bytes": int(getattr(engine, "detached_bytes", 0))}
 
 
 register_backends()

@@ -50,6 +50,7 @@ def main() -> None:
     if engine is not None:
         result["after"] = greedy(engine)
         result["engine_version"] = engine.weight_version
+        result["summary"] = engine.llm.collective_rpc("r1core_last_update_summary")[0]
         engine.close()
         with open(Path(out_dir) / "result.json", "w") as handle:
             json.dump(result, handle)

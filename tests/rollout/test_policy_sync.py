@@ -69,3 +69,19 @@ def test_multi_rank_sync_equals_fresh_engine_on_export(layout, checkpoints, tmp_
     # The staging buffer is the bucket, though the embedding alone is 3x larger.
     assert stats["staging_bytes"] == BUCKET_BYTES
     assert stats["num_bytes"] > 3 * BUCKET_BYTES and stats["num_buckets"] > 3
+    # The vocabulary matrices (the untied LM head from the last stage, point to point)
+    # were written into the engine's live weights piece by piece.
+    vocabulary = ["model.embed_tokens.weight"] + ([] if kind == "qwen2_tied" else ["lm_head.weight"])
+    assert sorted(result["summary"]["written_in_place"]) == sorted(vocabulary)
+
+
+def test_single_process_sync_needs_the_engine():
+    """Without a multi-rank process group the one process must hold the engine."""
+    import torch.distributed as dist
+
+    from r1core.rollout import sync_policy_weights
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        pytest.skip("runs outside a multi-rank job")
+    with pytest.raises(ValueError, match="needs the rollout engine"):
+        sync_policy_weights(object(), None)

@@ -63,6 +63,16 @@ def test_staging_buffer_is_bounded_by_the_bucket(synced, checkpoints):
                   ModuleWeightSource(model).iter_hf_weights())
     assert largest > engine.config.bucket_bytes
     assert stats.staging_bytes == engine.config.bucket_bytes == engine._staging.num_bytes
+    # How the engine took the large tensors: vocabulary matrices straight into its live
+    # weights (no whole-tensor copy), the other split tensors reassembled for the loaders.
+    summary = engine.llm.collective_rpc("r1core_last_update_summary")[0]
+    vocabulary = {"qwen2": ["lm_head.weight", "model.embed_tokens.weight"],
+                  "qwen2_tied": ["model.embed_tokens.weight"],
+                  "qwen3_moe": ["lm_head.weight", "model.embed_tokens.weight"]}[kind]
+    assert summary["written_in_place"] == vocabulary
+    split = {name for name, tensor in ModuleWeightSource(model).iter_hf_weights()
+             if tensor.numel() * tensor.element_size() > engine.config.bucket_bytes}
+    assert set(summary["reassembled"]) == split - {"lm_head.weight", "model.embed_tokens.weight"}
 
 
 def test_bucket_smaller_than_one_row(synced, checkpoints, fresh_reference):
