@@ -134,6 +134,20 @@ class _CheckedReload:
         refresh_cpu_moe_prepack(self.model)
         self.sync_problems = problems
 
+    def _abort_update(self, error: BaseException) -> None:
+        """Close the reload after ``update_weights`` failed.
+
+        vLLM's worker then ends the update itself without calling
+        ``finish_weight_update``, which would leave the layers on the meta device; so
+        the reload is finalised here (layers not loaded get their old tensors back) and
+        the failure recorded for ``r1core_sync_problems``.
+        """
+        try:
+            self.finish_weight_update()
+        finally:
+            self.sync_problems = [f"weight update failed in the engine: {error}",
+                                  *self.sync_problems]
+
 
 def _partially_loaded_layers(model: torch.nn.Module) -> list[str]:
     """Layers that received some but not all of their elements during this reload.
@@ -269,7 +283,11 @@ class SharedMemoryWeightTransferEngine(
 
     def update_weights(self, update_info: dict) -> None:
         # The base class ends with an accelerator synchronize, which has no meaning here.
-        self.receive_weights(self.parse_update_info(update_info))
+        try:
+            self.receive_weights(self.parse_update_info(update_info))
+        except BaseException as error:
+            self._abort_update(error)
+            raise
 
     def receive_weights(self, update_info: SharedMemoryUpdateInfo) -> None:
         buffer = self._map(update_info.buffer_bytes)
@@ -318,6 +336,7 @@ class SharedMemoryWeightTransferEngine(
                         self.detached_bytes += value.numel() * value.element_size()
 
     def finish_weight_update(self) -> None:
+        assert self._inplace is not None
         self._loaded_names.update(self._inplace.loaded_names)
         self.written_in_place = sorted(self._inplace.loaded_names)
         incomplete = self._inplace.close()
@@ -361,6 +380,13 @@ def _make_ipc_engine() -> type:
                 super().receive_weights(update_info)
             finally:
                 del self.model.load_weights
+
+        def update_weights(self, update_info: dict) -> None:
+            try:
+                super().update_weights(update_info)
+            except BaseException as error:
+                self._abort_update(error)
+                raise
 
         def finish_weight_update(self) -> None:
             self._finish_reload()

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -60,13 +61,10 @@ class _Sender(Protocol):
 class _SharedMemorySender:
     """``r1core_shm``: a ``BucketWriter`` whose buckets go out by ``update_weights`` RPC."""
 
-    def __init__(self, llm: Any, staging: SharedMemoryBuffer, bucket_bytes: int) -> None:
-        self._writer = BucketWriter(
-            staging, bucket_bytes,
-            ship=lambda bucket: llm.collective_rpc(
-                "update_weights", kwargs={"update_info": bucket.to_update_info()}
-            ),
-        )
+    def __init__(self, rpc: Callable[[dict], None], staging: SharedMemoryBuffer,
+                 bucket_bytes: int) -> None:
+        self._writer = BucketWriter(staging, bucket_bytes,
+                                    ship=lambda bucket: rpc(bucket.to_update_info()))
         self.add = self._writer.add
         self.add_pieces = self._writer.add_pieces
         self.flush = self._writer.flush
@@ -83,8 +81,8 @@ class _CudaIpcSender:
     bucket only bounds how many tensors are kept alive at once.
     """
 
-    def __init__(self, llm: Any, bucket_bytes: int) -> None:
-        self._llm = llm
+    def __init__(self, rpc: Callable[[dict], None], bucket_bytes: int) -> None:
+        self._rpc = rpc
         self._bucket_bytes = bucket_bytes
         self._uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         self._bucket: list[tuple[str, torch.Tensor]] = []
@@ -120,7 +118,7 @@ class _CudaIpcSender:
         }
         # The copies to these tensors must be complete before the worker reads them.
         torch.cuda.synchronize()
-        self._llm.collective_rpc("update_weights", kwargs={"update_info": info})
+        self._rpc(info)
         self._bucket, self._used = [], 0
         self.num_buckets += 1
 
@@ -137,17 +135,27 @@ class WeightUpdate:
         self.version = version
         self._start = time.perf_counter()
         self._closed = False
-        llm = rollout.llm
+        # False once a worker failed inside ``update_weights``: vLLM's worker has then
+        # ended the update itself (and r1core's backend finalised its reload).
+        self._worker_open = True
         if rollout.backend == "r1core_shm":
             staging = rollout._staging
             assert staging is not None
-            self._sender: _Sender = _SharedMemorySender(llm, staging, rollout.config.bucket_bytes)
+            self._sender: _Sender = _SharedMemorySender(self._rpc, staging,
+                                                        rollout.config.bucket_bytes)
             self.staging_bytes = staging.num_bytes
         elif rollout.backend == "r1core_ipc":
-            self._sender = _CudaIpcSender(llm, rollout.config.bucket_bytes)
+            self._sender = _CudaIpcSender(self._rpc, rollout.config.bucket_bytes)
             self.staging_bytes = 0
         else:
             raise ValueError(f"no trainer-side sender for backend {rollout.backend!r}")
+
+    def _rpc(self, update_info: dict) -> None:
+        try:
+            self.rollout.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+        except BaseException:
+            self._worker_open = False
+            raise
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Send ``tensor`` (Hugging Face name, full tensor, any device/dtype/strides)."""
@@ -192,7 +200,14 @@ class WeightUpdate:
         llm = self.rollout.llm
         try:
             # Always close the update, or the worker refuses every later one.
-            llm.collective_rpc("finish_weight_update")
+            if self._worker_open:
+                llm.collective_rpc("finish_weight_update")
+            else:
+                # The failing worker has closed its update; others (engine TP > 1) may not.
+                try:
+                    llm.collective_rpc("finish_weight_update")
+                except RuntimeError:
+                    pass
         finally:
             # Whatever happened, blocks computed with the old weights must go.
             if not llm.reset_prefix_cache():

@@ -197,3 +197,23 @@ def test_cpu_refreshes_are_what_makes_the_sync_exact(synced, checkpoints, fresh_
     assert greedy(engine) == before  # back to the fresh engine's outputs, bitwise
     engine.sync_weights(ModuleWeightSource(checkpoints(kind).updated_model))
     assert greedy(engine) == fresh_reference(kind)
+
+
+def test_vocabulary_of_the_wrong_shape_is_refused_and_the_engine_recovers(
+        synced, checkpoints, fresh_reference):
+    """A vocabulary matrix that does not fit the engine's is refused by name before any
+    row is written; the update is closed and tagged incomplete, and the next complete
+    sync restores the fresh-engine outputs exactly."""
+    kind, engine, _, _ = synced
+    model = checkpoints(kind).updated_model
+
+    class ShortVocabulary:
+        def iter_hf_weights(self):
+            for name, tensor in ModuleWeightSource(model).iter_hf_weights():
+                yield name, tensor[:-1] if name == "model.embed_tokens.weight" else tensor
+
+    with pytest.raises(Exception, match="does not fit"):
+        engine.sync_weights(ShortVocabulary(), weight_version="bad")
+    assert engine.weight_version == "bad-incomplete"
+    engine.sync_weights(ModuleWeightSource(model), weight_version="1")
+    assert greedy(engine) == fresh_reference(kind)
