@@ -224,7 +224,7 @@ def render_markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for m in r["memory_by_bucket"]:
-        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {m['staging_mib']:.1f} | "
+        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {m['staging_mib']:.4g} | "
                      f"{m['num_reassembled']} | {m['detached_mib']:.1f} | "
                      f"{m['peak_extra_mib']:.1f} | {m['sync_s']:.3f} |")
     in_place = sorted({n for m in r["memory_by_bucket"] for n in m["written_in_place"]})
