@@ -14,6 +14,10 @@ sync (sampled every 2 ms from /proc/self/statm, the staging file's pages include
 above the resident memory just before it, and the size of the staging buffer. The
 engine runs in-process, so the one RSS covers both the trainer and the engine worker
 (the worker uses the trainer's mapping of the staging file, so its pages count once).
+RSS also holds memory glibc keeps after ``free``: with buckets just below the MLP
+weights' size (16 MiB for 0.5B) the reassembled ~17 MiB tensors raise glibc's dynamic
+mmap threshold and land on the heap, which is not returned; run with
+``MALLOC_MMAP_THRESHOLD_=1048576`` to see the engine's own peak without that effect.
 
 Usage:
     python perf/bench_weight_sync.py --model tiny --repeats 10

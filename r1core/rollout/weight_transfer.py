@@ -290,6 +290,7 @@ class SharedMemoryWeightTransferEngine(
             raise
 
     def receive_weights(self, update_info: SharedMemoryUpdateInfo) -> None:
+        assert self._inplace is not None, "update_weights outside start/finish_weight_update"
         buffer = self._map(update_info.buffer_bytes)
         weights = []
         for name, dtype_str, shape, offset, start, numel in zip(
