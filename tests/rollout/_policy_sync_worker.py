@@ -1,7 +1,7 @@
 """torchrun entry point of ``test_policy_sync.py``.
 
 ``torchrun --nproc_per_node N _policy_sync_worker.py INITIAL_DIR OUT_DIR TENSOR PIPELINE
-ENGINE_MODE BUCKET_BYTES``
+EXPERT ENGINE_MODE BUCKET_BYTES``
 
 Every rank builds the Megatron policy from INITIAL_DIR with the given layout; rank 0
 also starts a vLLM engine on the same weights and records its greedy outputs. Every
@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    initial_dir, out_dir, tensor, pipeline, engine_mode, bucket_bytes = sys.argv[1:7]
+    initial_dir, out_dir, tensor, pipeline, expert, engine_mode, bucket_bytes = sys.argv[1:8]
     import torch
     import torch.distributed as dist
 
@@ -31,7 +31,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.rollout.conftest import MAX_MODEL_LEN, greedy
 
-    policy = build_policy(initial_dir, ParallelConfig(tensor=int(tensor), pipeline=int(pipeline)))
+    parallel = ParallelConfig(tensor=int(tensor), pipeline=int(pipeline), expert=int(expert))
+    policy = build_policy(initial_dir, parallel)
     rank = dist.get_rank()
     engine = None
     result: dict = {"world": dist.get_world_size()}

@@ -29,21 +29,22 @@ BUCKET_BYTES = 48 * 1024
 #: process adopts the trainer's default process group and hangs creating its groups
 #: (``VLLMRollout`` refuses that combination with a clear error).
 LAYOUTS = {
-    # name: (model kind, tensor, pipeline, processes)
-    "pp2_tied": ("qwen2_tied", 1, 2, 2),
-    "pp2_dense": ("qwen2", 1, 2, 2),
-    "tp2_pp2_dense": ("qwen2", 2, 2, 4),
+    # name: (model kind, tensor, pipeline, expert, processes)
+    "pp2_tied": ("qwen2_tied", 1, 2, 1, 2),
+    "pp2_dense": ("qwen2", 1, 2, 1, 2),
+    "ep2_moe": ("qwen3_moe", 1, 1, 2, 2),
+    "tp2_pp2_dense": ("qwen2", 2, 2, 1, 4),
 }
 
 
-def _launch(initial_dir: str, out_dir: Path, tensor: int, pipeline: int, procs: int,
-            engine_mode: str) -> dict:
+def _launch(initial_dir: str, out_dir: Path, tensor: int, pipeline: int, expert: int,
+            procs: int, engine_mode: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_LOGGING_LEVEL="WARNING",
                PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *sys.path]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
            "--master_port", str(29600 + os.getpid() % 1000),
            str(HERE / "_policy_sync_worker.py"), initial_dir, str(out_dir), str(tensor),
-           str(pipeline), engine_mode, str(BUCKET_BYTES)]
+           str(pipeline), str(expert), engine_mode, str(BUCKET_BYTES)]
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
@@ -56,8 +57,8 @@ def _launch(initial_dir: str, out_dir: Path, tensor: int, pipeline: int, procs: 
 def test_multi_rank_sync_equals_fresh_engine_on_export(layout, checkpoints, tmp_path):
     from r1core.rollout import VLLMRollout
 
-    kind, tensor, pipeline, procs = LAYOUTS[layout]
-    result = _launch(checkpoints(kind).initial_dir, tmp_path, tensor, pipeline, procs,
+    kind, tensor, pipeline, expert, procs = LAYOUTS[layout]
+    result = _launch(checkpoints(kind).initial_dir, tmp_path, tensor, pipeline, expert, procs,
                      "own_process")
     with VLLMRollout(tmp_path / "export", max_model_len=MAX_MODEL_LEN,
                      dtype="float32") as fresh:
