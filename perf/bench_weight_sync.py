@@ -11,8 +11,13 @@ same machine load:
 
 and, for each ``--bucket-mib``, the peak extra resident memory of the process during a
 sync (sampled every 2 ms from /proc/self/statm, the staging file's pages included),
-above the resident memory just before it. The engine runs in-process, so the one RSS
-covers both the trainer and the engine worker.
+above the resident memory just before it, and the size of the staging buffer. The
+engine runs in-process, so the one RSS covers both the trainer and the engine worker
+(the worker uses the trainer's mapping of the staging file, so its pages count once).
+RSS also holds memory glibc keeps after ``free``: with buckets just below the MLP
+weights' size (16 MiB for 0.5B) the reassembled ~17 MiB tensors raise glibc's dynamic
+mmap threshold and land on the heap, which is not returned; run with
+``MALLOC_MMAP_THRESHOLD_=1048576`` to see the engine's own peak without that effect.
 
 Usage:
     python perf/bench_weight_sync.py --model tiny --repeats 10
@@ -146,8 +151,13 @@ def main() -> None:
         before = rss_bytes()
         with PeakRss() as peak:
             stats = engine.sync_weights(source)
+        summary = engine.llm.collective_rpc("r1core_last_update_summary")[0]
         memory.append({"bucket_mib": bucket_mib, "num_buckets": stats.num_buckets,
                        "peak_extra_mib": (peak.peak - before) / 2**20,
+                       "staging_mib": stats.staging_bytes / 2**20,
+                       "written_in_place": summary["written_in_place"],
+                       "num_reassembled": len(summary["reassembled"]),
+                       "detached_mib": summary["detached_bytes"] / 2**20,
                        "sync_s": stats.seconds})
         # Drop the staging file between sizes so each measurement pays for its own.
         engine.set_bucket_bytes(int(bucket_mib * 2**20))
@@ -213,12 +223,17 @@ def render_markdown(r: dict) -> str:
         "Peak extra resident memory during one sync (process RSS above its value just "
         f"before; largest single tensor {r['largest_tensor_mib']:.1f} MiB):",
         "",
-        "| bucket (MiB) | buckets | peak extra (MiB) | sync (s) |",
-        "|---|---|---|---|",
+        "| bucket (MiB) | buckets | staging buffer (MiB) | split tensors reassembled | "
+        "copied out at bucket edges (MiB) | peak extra (MiB) | sync (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in r["memory_by_bucket"]:
-        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {m['peak_extra_mib']:.1f} | "
-                     f"{m['sync_s']:.3f} |")
+        lines.append(f"| {m['bucket_mib']:g} | {m['num_buckets']} | {m['staging_mib']:.4g} | "
+                     f"{m['num_reassembled']} | {m['detached_mib']:.1f} | "
+                     f"{m['peak_extra_mib']:.1f} | {m['sync_s']:.3f} |")
+    in_place = sorted({n for m in r["memory_by_bucket"] for n in m["written_in_place"]})
+    lines += ["", f"Written in place into the engine's live weights (no whole-tensor copy): "
+              f"{', '.join(in_place) or 'none'}."]
     lines += ["", f"vLLM's own reload, same measure: {r['vllm_reload_peak_extra_mib']:.1f} MiB.",
               ""]
     return "\n".join(lines)

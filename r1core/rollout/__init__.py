@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from r1core.rollout.bridge import ModuleWeightSource, WeightSource
 from r1core.rollout.config import RolloutConfig
 from r1core.rollout.mismatch import logprob_mismatch
+from r1core.rollout.policy_sync import sync_policy_weights
+from r1core.rollout.weight_update import SyncStats, WeightUpdate
 
 if TYPE_CHECKING:
-    from r1core.rollout.vllm_rollout import RolloutSample, SyncStats, VLLMRollout
+    from r1core.rollout.vllm_rollout import RolloutSample, VLLMRollout
 
 __all__ = [
     "ModuleWeightSource",
@@ -22,10 +24,12 @@ __all__ = [
     "SyncStats",
     "VLLMRollout",
     "WeightSource",
+    "WeightUpdate",
     "logprob_mismatch",
+    "sync_policy_weights",
 ]
 
-_LAZY = {"VLLMRollout", "RolloutSample", "SyncStats"}
+_LAZY = {"VLLMRollout", "RolloutSample"}
 
 
 def __getattr__(name: str) -> Any:

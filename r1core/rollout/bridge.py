@@ -1,29 +1,16 @@
 """Trainer side of the weight sync: Hugging Face-named tensors in, bounded buckets out.
 
 The policy yields one full Hugging Face-named tensor at a time (``WeightSource``); this
-module packs them into a staging buffer of bounded size and, each time the buffer is
-full, hands the engine one *bucket*: a list of (name, dtype, shape, offset) records that
-point into the buffer. Nothing ever holds the whole model: the trainer holds one
-parameter (the source's gather) plus one bucket, the engine one bucket plus the
-few layers whose shards straddle two buckets.
+module packs them into a staging buffer of ``bucket_bytes`` and, each time the buffer is
+full, hands the engine one *bucket*: a list of records (name, dtype, full shape, offset
+in the buffer, and which elements of the tensor this piece holds) that point into the
+buffer. A tensor larger than the remaining space is split into pieces (whole rows of
+dim 0 when a row fits, flat element ranges otherwise) that travel in consecutive
+buckets, so the staging buffer is exactly ``bucket_bytes`` whatever the model; the
+engine reassembles a split tensor before its loader sees it (see ``weight_transfer.py``).
 
-Multi-rank trainers (Megatron TP/PP/EP, documented here because the engine only ever
-sees one sender per model part):
-
-* Every rank of a TP/EP group iterates ``iter_hf_weights()`` in the same order, because
-  gathering a parameter's shards is a collective. Only the group's leader (TP rank 0, EP
-  rank 0, DP rank 0) receives the full tensor and calls ``sync_weights``; the others
-  iterate the source for its collectives and drop the results.
-* With pipeline parallelism each stage holds its own layers, and each stage's leader
-  streams its own layers, one parameter at a time (Hugging Face names carry global
-  layer indices, so the engine needs no stage map). The engine connection and the
-  staging buffer belong to one sender, the global rank 0: the other stage leaders send
-  their parameters to it point-to-point over the trainer's process group, stage after
-  stage, inside one ``start_weight_update``/``finish_weight_update`` pair, so rank 0
-  holds at most one parameter plus one bucket and the coverage check at ``finish``
-  sees the whole model. (With CUDA IPC each stage leader on the engine's node could
-  instead hand over its own handles; that path is not built yet.)
-* All other ranks wait at a barrier until the sync returns, then the next rollout starts.
+Multi-rank trainers (Megatron TP/PP/EP) use ``r1core.rollout.sync_policy_weights``
+(``policy_sync.py``), which drives the same writer from one sending rank.
 """
 
 from __future__ import annotations
@@ -117,12 +104,23 @@ def _checkpoint_names(name: str, tensor: torch.Tensor) -> Iterator[tuple[str, to
 
 @dataclass
 class BucketRecord:
-    """Where one tensor lies in the staging buffer."""
+    """Where one tensor, or one piece of it, lies in the staging buffer.
+
+    ``shape`` is the FULL tensor's shape; the record holds its flattened elements
+    ``[start, start + numel)``. A tensor that travels whole has ``start == 0`` and
+    ``numel == prod(shape)``.
+    """
 
     name: str
     dtype: str
     shape: list[int]
     offset: int
+    start: int = 0
+    numel: int = -1
+
+    def __post_init__(self) -> None:
+        if self.numel < 0:
+            self.numel = _numel(self.shape)
 
 
 @dataclass
@@ -139,6 +137,8 @@ class Bucket:
             "dtype_names": [r.dtype for r in self.records],
             "shapes": [r.shape for r in self.records],
             "offsets": [r.offset for r in self.records],
+            "starts": [r.start for r in self.records],
+            "numels": [r.numel for r in self.records],
             "buffer_bytes": self.buffer_bytes,
         }
 
@@ -147,17 +147,36 @@ def _aligned(num_bytes: int) -> int:
     return (num_bytes + BUFFER_ALIGNMENT - 1) // BUFFER_ALIGNMENT * BUFFER_ALIGNMENT
 
 
+def _numel(shape: list[int] | tuple[int, ...] | torch.Size) -> int:
+    numel = 1
+    for dim in shape:
+        numel *= int(dim)
+    return numel
+
+
 def tensor_nbytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
+
+
+#: Staging buffers of this process by path. An in-process engine worker looks its
+#: buffer up here instead of mapping the file a second time (two mappings of one file
+#: are two sets of page-table entries, and RSS counts the pages twice).
+_LOCAL_BUFFERS: weakref.WeakValueDictionary[str, SharedMemoryBuffer] = weakref.WeakValueDictionary()
+
+
+def local_buffer(path: str) -> torch.Tensor | None:
+    """The uint8 tensor of this process's staging buffer at ``path``, or None."""
+    buffer = _LOCAL_BUFFERS.get(path)
+    return None if buffer is None else buffer.tensor
 
 
 class SharedMemoryBuffer:
     """A ``/dev/shm`` file mapped as a uint8 tensor, shared with the engine's worker.
 
-    The worker maps the same file once at ``init_weight_transfer_engine`` and re-maps
-    only when the trainer grows it (a tensor bigger than the bucket). The file is
-    unlinked when this object is closed or garbage-collected; a worker mapping outlives
-    the unlink, as POSIX shared memory does.
+    The worker maps the same file once at its first bucket (an in-process worker uses
+    this object's own mapping, see ``local_buffer``) and re-maps only if the trainer
+    grows it. The file is unlinked when this object is closed or garbage-collected; a
+    worker mapping outlives the unlink, as POSIX shared memory does.
     """
 
     def __init__(self, num_bytes: int, directory: str = "/dev/shm") -> None:
@@ -169,11 +188,12 @@ class SharedMemoryBuffer:
         # Create the file before the finalizer so cleanup never races creation.
         open(self.path, "wb").close()
         self._finalizer = weakref.finalize(self, _unlink_quietly, self.path)
+        _LOCAL_BUFFERS[self.path] = self
         self.resize(num_bytes)
 
     def resize(self, num_bytes: int) -> None:
-        """Grow (never shrink) the file and re-map it."""
-        num_bytes = _aligned(max(num_bytes, BUFFER_ALIGNMENT))
+        """Grow (never shrink) the file to at least ``num_bytes`` and re-map it."""
+        num_bytes = max(int(num_bytes), BUFFER_ALIGNMENT)
         if num_bytes <= self.num_bytes:
             return
         os.truncate(self.path, num_bytes)
@@ -183,6 +203,7 @@ class SharedMemoryBuffer:
 
     def close(self) -> None:
         self.tensor = torch.empty(0, dtype=torch.uint8)
+        _LOCAL_BUFFERS.pop(self.path, None)
         self._finalizer()
 
 
@@ -197,10 +218,7 @@ def view_in_buffer(
     buffer: torch.Tensor, offset: int, dtype: torch.dtype, shape: list[int] | tuple[int, ...]
 ) -> torch.Tensor:
     """A typed view of ``buffer[offset:]`` (uint8, 1-D) with ``shape``; no copy."""
-    numel = 1
-    for dim in shape:
-        numel *= int(dim)
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = _numel(shape) * torch.empty((), dtype=dtype).element_size()
     if offset + nbytes > buffer.numel():
         raise ValueError(
             f"record at offset {offset} with {nbytes} bytes overruns the {buffer.numel()}-byte buffer"
@@ -208,46 +226,103 @@ def view_in_buffer(
     return buffer[offset : offset + nbytes].view(dtype).view(*shape)
 
 
+#: ``fill(destination, start, numel)`` writes flattened elements ``[start, start+numel)``
+#: of a tensor into ``destination`` (1-D, contiguous, in the staging buffer).
+PieceFiller = Callable[[torch.Tensor, int, int], None]
+
+
+def copy_filler(tensor: torch.Tensor) -> PieceFiller:
+    """A ``PieceFiller`` that copies from a local tensor (any device, any strides).
+
+    Pieces cut on row boundaries are copied row-wise, so a non-contiguous tensor is never
+    made contiguous as a whole; only a tensor whose single row exceeds the bucket (and
+    is not contiguous) is, once.
+    """
+    row = _numel(tensor.shape[1:]) if tensor.ndim > 1 else 1
+    state: dict[str, torch.Tensor] = {}
+
+    def fill(destination: torch.Tensor, start: int, numel: int) -> None:
+        if tensor.is_contiguous() or tensor.ndim == 0:
+            destination.copy_(tensor.reshape(-1)[start : start + numel])
+        elif start % row == 0 and numel % row == 0:
+            rows = tensor[start // row : (start + numel) // row]
+            destination.view(rows.shape).copy_(rows)
+        else:
+            if "flat" not in state:
+                state["flat"] = tensor.contiguous().reshape(-1)
+            destination.copy_(state["flat"][start : start + numel])
+
+    return fill
+
+
 class BucketWriter:
     """Packs tensors into a ``SharedMemoryBuffer`` and ships each bucket when full.
 
-    ``add`` copies a tensor into the buffer at once (so the caller may free it). When the
-    tensor does not fit, the current bucket is handed to ``ship`` first, which must
-    return only once the receiver is done with the buffer, because the next bucket reuses
-    it from offset 0. ``flush`` ships the last, partial bucket.
+    The buffer is ``bucket_bytes`` and never grows: a tensor that does not fit in what
+    is left of the bucket is split into pieces (see ``BucketRecord``) that fill this
+    bucket and the next ones. ``ship`` must return only once the receiver is done with
+    the buffer, because the next bucket reuses it from offset 0. ``flush`` ships the
+    last, partial bucket.
     """
 
     def __init__(
         self, buffer: SharedMemoryBuffer, bucket_bytes: int, ship: Callable[[Bucket], None]
     ) -> None:
-        if bucket_bytes <= 0:
-            raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+        if bucket_bytes < BUFFER_ALIGNMENT:
+            raise ValueError(
+                f"bucket_bytes must be at least {BUFFER_ALIGNMENT} (one aligned slot), "
+                f"got {bucket_bytes}"
+            )
         buffer.resize(bucket_bytes)
         self.buffer = buffer
         self.bucket_bytes = bucket_bytes
         self.ship = ship
         self.num_buckets = 0
         self.num_tensors = 0
+        self.num_pieces = 0
         self.num_bytes = 0
         self._records: list[BucketRecord] = []
         self._used = 0
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        """Stage ``tensor`` (any dtype/device, any shape) under ``name``."""
-        nbytes = tensor_nbytes(tensor)
-        size = _aligned(nbytes)
-        if self._records and self._used + size > self.bucket_bytes:
+        """Stage ``tensor`` (any dtype/device/shape/strides) under ``name``; it is copied
+        before this returns, so the caller may free it."""
+        self.add_pieces(name, tensor.dtype, tuple(tensor.shape), copy_filler(tensor.detach()))
+
+    def add_pieces(
+        self, name: str, dtype: torch.dtype, shape: tuple[int, ...], fill: PieceFiller
+    ) -> None:
+        """Stage a tensor of ``dtype``/``shape`` whose elements ``fill`` writes, piece by
+        piece, straight into the staging buffer (e.g. a point-to-point receive), so the
+        caller never needs the whole tensor in memory."""
+        element = torch.empty((), dtype=dtype).element_size()
+        total = _numel(shape)
+        nbytes = total * element
+        if self.bucket_bytes - self._used < nbytes <= self.bucket_bytes:
+            # Fits in an empty bucket: start one rather than split the tensor.
             self.flush()
-        if size > self.buffer.num_bytes:
-            # Alone in its bucket; the staging bound becomes the largest tensor.
-            self.buffer.resize(size)
-        view_in_buffer(self.buffer.tensor, self._used, tensor.dtype, tensor.shape).copy_(tensor)
-        self._records.append(
-            BucketRecord(name, dtype_name(tensor.dtype), list(tensor.shape), self._used)
-        )
-        self._used += size
+        # Pieces are whole rows of dim 0 when a row fits in a bucket (a row block keeps
+        # row-wise copies of strided tensors cheap); flat element ranges otherwise.
+        row = _numel(shape[1:]) if len(shape) > 1 else 1
+        unit = row if row * element <= self.bucket_bytes else 1
+        start = 0
+        while True:
+            numel = min(total - start, (self.bucket_bytes - self._used) // element // unit * unit)
+            if numel <= 0 < total - start or self._used >= self.bucket_bytes:
+                self.flush()  # not even one unit left in this bucket
+                continue
+            destination = self.buffer.tensor[self._used : self._used + numel * element]
+            fill(destination.view(dtype), start, numel)
+            self._records.append(
+                BucketRecord(name, dtype_name(dtype), list(shape), self._used, start, numel)
+            )
+            self._used = min(_aligned(self._used + numel * element), self.bucket_bytes)
+            self.num_pieces += 1
+            start += numel
+            if start >= total:
+                break
         self.num_tensors += 1
-        self.num_bytes += nbytes
+        self.num_bytes += total * element
 
     def flush(self) -> None:
         if not self._records:

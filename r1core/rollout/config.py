@@ -56,8 +56,9 @@ class RolloutConfig:
     ``"r1core_ipc"`` (CUDA IPC). ``None`` picks by device."""
 
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
-    """Upper bound of one weight-sync bucket. A single tensor larger than this travels
-    alone, so the staging memory is ``max(bucket_bytes, largest tensor)``."""
+    """Size of the weight-sync staging buffer (``r1core_shm``), exactly: a tensor larger
+    than this travels in pieces over several buckets. With CUDA IPC it bounds how many
+    bytes of tensors one bucket keeps alive (tensors are not split there)."""
 
     seed: int = 0
     """Engine seed (per-request seeds override it)."""

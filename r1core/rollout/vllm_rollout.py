@@ -10,7 +10,6 @@ backend (see ``weight_transfer.py``): shared memory on CPU, CUDA IPC on GPU.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,8 +17,9 @@ from typing import Any
 import torch
 
 from r1core._extras import require
-from r1core.rollout.bridge import BucketWriter, SharedMemoryBuffer, WeightSource
+from r1core.rollout.bridge import SharedMemoryBuffer, WeightSource
 from r1core.rollout.config import RolloutConfig
+from r1core.rollout.weight_update import SyncStats, WeightUpdate
 
 
 @dataclass
@@ -35,17 +35,6 @@ class RolloutSample:
     """"stop" (EOS or a stop token) or "length" (``max_tokens`` reached)."""
     weight_version: str
     """Version tag of the weights that produced every token of this sample."""
-
-
-@dataclass
-class SyncStats:
-    """What one ``sync_weights`` call moved and how long it took (host wall time)."""
-
-    weight_version: str
-    num_tensors: int
-    num_bytes: int
-    num_buckets: int
-    seconds: float
 
 
 class VLLMRollout:
@@ -123,6 +112,17 @@ class VLLMRollout:
         if self._on_cuda:
             engine_kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             engine_kwargs["enable_sleep_mode"] = self.sleep_enabled
+        if config.engine_mode == "in_process":
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # vLLM's in-process worker adopts an existing default process group and
+                # then waits forever for the other ranks in its group creation.
+                raise RuntimeError(
+                    "engine_mode='in_process' cannot run inside a multi-rank torch.distributed "
+                    "job (vLLM would take over the trainer's process group and hang); use "
+                    "engine_mode='own_process'"
+                )
         # Read by vLLM when the engine is built and cached afterwards: one mode per process.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = (
             "0" if config.engine_mode == "in_process" else "1"
@@ -219,49 +219,53 @@ class VLLMRollout:
     ) -> SyncStats:
         """Stream ``source.iter_hf_weights()`` into the engine and tag the new version.
 
-        Tensors are packed into buckets of at most ``config.bucket_bytes`` (a single
-        larger tensor travels alone); each bucket is loaded layer by layer before the
-        next one is staged. At the end the engine checks that every parameter, and every
-        shard of a fused one, was updated (else ``RuntimeError``, and the version is
-        tagged ``"<version>-incomplete"``), refreshes on CPU what the reload leaves stale
-        (a tied LM head, packed MoE experts), and the prefix cache is reset so no KV
-        block computed with the old weights is reused. With engine TP > 1 every engine
-        worker reads the same full tensors and keeps its own shard.
+        Tensors are packed into a staging buffer of exactly ``config.bucket_bytes`` (a
+        larger tensor travels in pieces over several buckets); each bucket is loaded
+        layer by layer before the next one is staged. At the end the engine checks that
+        every parameter, and every shard of a fused one, was updated (else
+        ``RuntimeError``, and the version is tagged ``"<version>-incomplete"``),
+        refreshes on CPU what the reload leaves stale (a tied LM head, packed MoE
+        experts), and the prefix cache is reset so no KV block computed with the old
+        weights is reused. With engine TP > 1 every engine worker reads the same full
+        tensors and keeps its own shard.
 
-        Call on the sending rank only (see ``bridge.py`` for TP/PP/EP).
+        Single-process source only; a Megatron policy split over ranks goes through
+        ``r1core.rollout.sync_policy_weights``, called on every rank.
         """
         if not hasattr(source, "iter_hf_weights"):
             raise TypeError(
                 f"sync_weights needs an object with iter_hf_weights(), got {type(source).__name__}"
             )
+        update = self.start_weight_update(weight_version=weight_version)
+        try:
+            for name, tensor in source.iter_hf_weights():
+                update.add(name, tensor)
+        except BaseException:
+            update.abort()
+            raise
+        return update.finish()
+
+    def start_weight_update(self, *, weight_version: str | None = None) -> WeightUpdate:
+        """Open a weight update: add tensors to it, then ``finish()`` (see
+        ``weight_update.py``). The engine must not generate until it is finished."""
         version = weight_version or str(self._num_syncs + 1)
-        start = time.perf_counter()
         if self._asleep:
             # Weights first, so the KV cache is not resident while they stream in.
             self.llm.wake_up(tags=["weights"])
-        if self.backend == "r1core_shm":
-            send = self._sync_shared_memory
-        elif self.backend == "r1core_ipc":
-            send = self._sync_cuda_ipc
-        else:
+        if self.backend not in ("r1core_shm", "r1core_ipc"):
             raise ValueError(f"no trainer-side sender for backend {self.backend!r}")
         self._init_transfer()
         self.llm.collective_rpc("start_weight_update")
-        try:
-            with torch.no_grad():
-                counts = send(source)
-        finally:
-            # Always close the update, or the worker refuses every later one.
-            self.llm.collective_rpc("finish_weight_update")
-            # Whatever happened, blocks computed with the old weights must go.
-            if not self.llm.reset_prefix_cache():
-                raise RuntimeError("vLLM refused to reset its prefix cache after a weight sync")
-        problems = [p for worker in self.llm.collective_rpc("r1core_sync_problems") for p in worker]
+        return WeightUpdate(self, version)
+
+    def _finished_update(self, version: str) -> None:
+        """Called by ``WeightUpdate.finish`` once the engine closed the update."""
+        problems = [p for worker in self.llm.collective_rpc("r1core_sync_problems")
+                    for p in worker]
         if problems:
             # The engine now mixes old and new weights: mark it so no sample passes as
             # coming from a clean version.
-            self.llm.llm_engine.set_weight_version(f"{version}-incomplete")
-            self.weight_version = f"{version}-incomplete"
+            self._mark_incomplete(version)
             raise RuntimeError("; ".join(sorted(set(problems))))
         self.llm.llm_engine.set_weight_version(version)
         if self._asleep:
@@ -269,7 +273,10 @@ class VLLMRollout:
             self._asleep = False
         self.weight_version = version
         self._num_syncs += 1
-        return SyncStats(version, *counts, time.perf_counter() - start)
+
+    def _mark_incomplete(self, version: str) -> None:
+        self.weight_version = f"{version}-incomplete"
+        self.llm.llm_engine.set_weight_version(self.weight_version)
 
     def set_bucket_bytes(self, bucket_bytes: int) -> None:
         """Change the bucket bound; the staging buffer is re-made at the next sync."""
@@ -295,58 +302,6 @@ class VLLMRollout:
             init_info = {"packed": False}
         self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
         self._transfer_ready = True
-
-    def _sync_shared_memory(self, source: WeightSource) -> tuple[int, int, int]:
-        assert self._staging is not None
-        writer = BucketWriter(
-            self._staging, self.config.bucket_bytes,
-            ship=lambda bucket: self.llm.collective_rpc(
-                "update_weights", kwargs={"update_info": bucket.to_update_info()}
-            ),
-        )
-        for name, tensor in source.iter_hf_weights():
-            writer.add(name, tensor)
-        writer.flush()
-        return writer.num_tensors, writer.num_bytes, writer.num_buckets
-
-    def _sync_cuda_ipc(self, source: WeightSource) -> tuple[int, int, int]:
-        """CUDA IPC: each bucket is a list of device tensors whose IPC handles travel.
-
-        Unproven here (no GPU in CI); mirrors vLLM's own unpacked IPC sender.
-        """
-        from torch.multiprocessing.reductions import reduce_tensor
-
-        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
-        num_tensors = num_bytes = num_buckets = 0
-        bucket: list[tuple[str, torch.Tensor]] = []
-        used = 0
-
-        def ship() -> None:
-            nonlocal bucket, used, num_buckets
-            info = {
-                "names": [n for n, _ in bucket],
-                "dtype_names": [str(t.dtype).removeprefix("torch.") for _, t in bucket],
-                "shapes": [list(t.shape) for _, t in bucket],
-                "ipc_handles": [{uuid: reduce_tensor(t)[1]} for _, t in bucket],
-            }
-            # The copies to these tensors must be complete before the worker reads them.
-            torch.cuda.synchronize()
-            self.llm.collective_rpc("update_weights", kwargs={"update_info": info})
-            bucket, used = [], 0
-            num_buckets += 1
-
-        for name, tensor in source.iter_hf_weights():
-            tensor = tensor.detach().to("cuda").contiguous()
-            size = tensor.numel() * tensor.element_size()
-            if bucket and used + size > self.config.bucket_bytes:
-                ship()
-            bucket.append((name, tensor))
-            used += size
-            num_tensors += 1
-            num_bytes += size
-        if bucket:
-            ship()
-        return num_tensors, num_bytes, num_buckets
 
     # ------------------------------------------------------------------ memory
 

@@ -3,7 +3,11 @@
 Two backends registered with ``WeightTransferEngineFactory``:
 
 * ``r1core_shm`` (CPU): the trainer stages a bucket in a ``/dev/shm`` file the worker
-  maps once; ``update_weights`` carries only ``(name, dtype, shape, offset)`` records.
+  maps once (an in-process worker uses the trainer's own mapping); ``update_weights``
+  carries only ``(name, dtype, shape, offset, start, numel)`` records. A tensor larger
+  than the bucket arrives in pieces: vocabulary matrices are written in place into the
+  live weight (``inplace_embedding.py``), any other split tensor is reassembled in a
+  tensor of its own and handed to vLLM's loader once complete.
 * ``r1core_ipc`` (CUDA): vLLM's CUDA-IPC engine with the same checks added.
 
 Both receive Hugging Face names and reload through vLLM's layerwise reload (each layer
@@ -24,6 +28,7 @@ vLLM imports this module in the engine's worker through ``worker_extension_cls``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,7 +48,8 @@ from vllm.model_executor.model_loader.reload import (  # noqa: E402
 )
 from vllm.model_executor.model_loader.reload.layerwise import LAYERWISE_INFO  # noqa: E402
 
-from r1core.rollout.bridge import dtype_from_name, view_in_buffer  # noqa: E402
+from r1core.rollout.bridge import _numel, dtype_from_name, local_buffer, view_in_buffer  # noqa: E402
+from r1core.rollout.inplace_embedding import InPlaceEmbeddings, rebuild_post_load  # noqa: E402
 
 SHM_BACKEND = "r1core_shm"
 IPC_BACKEND = "r1core_ipc"
@@ -64,12 +70,20 @@ class SharedMemoryUpdateInfo(WeightTransferUpdateInfo):
     dtype_names: list[str] = field(default_factory=list)
     shapes: list[list[int]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    """First flattened element of the tensor each record holds (0: whole tensor)."""
+    numels: list[int] = field(default_factory=list)
+    """Elements each record holds (``prod(shape)``: whole tensor)."""
     buffer_bytes: int = 0
 
     def __post_init__(self) -> None:
         num = len(self.names)
+        if not self.starts and not self.numels:  # whole tensors only
+            self.starts = [0] * num
+            self.numels = [_numel(shape) for shape in self.shapes]
         for label, values in (("dtype_names", self.dtype_names), ("shapes", self.shapes),
-                              ("offsets", self.offsets)):
+                              ("offsets", self.offsets), ("starts", self.starts),
+                              ("numels", self.numels)):
             if len(values) != num:
                 raise ValueError(f"{label} has {len(values)} entries for {num} names")
 
@@ -119,6 +133,20 @@ class _CheckedReload:
         refresh_tied_lm_head(self.model)
         refresh_cpu_moe_prepack(self.model)
         self.sync_problems = problems
+
+    def _abort_update(self, error: BaseException) -> None:
+        """Close the reload after ``update_weights`` failed.
+
+        vLLM's worker then ends the update itself without calling
+        ``finish_weight_update``, which would leave the layers on the meta device; so
+        the reload is finalised here (layers not loaded get their old tensors back) and
+        the failure recorded for ``r1core_sync_problems``.
+        """
+        try:
+            self.finish_weight_update()
+        finally:
+            self.sync_problems = [f"weight update failed in the engine: {error}",
+                                  *self.sync_problems]
 
 
 def _partially_loaded_layers(model: torch.nn.Module) -> list[str]:
@@ -179,8 +207,29 @@ def refresh_tied_lm_head(model: torch.nn.Module) -> bool:
     quant_method = getattr(lm_head, "quant_method", None)
     if quant_method is None or not hasattr(quant_method, "process_weights_after_loading"):
         return False
-    quant_method.process_weights_after_loading(lm_head)
+    rebuild_post_load(lm_head)
     return True
+
+
+class _Reassembly:
+    """A tensor larger than the bucket, filled piece by piece (flattened element ranges)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.received = 0
+
+    def put(self, piece: torch.Tensor, start: int) -> None:
+        flat = self.tensor.view(-1)
+        if start < 0 or start + piece.numel() > flat.numel():
+            raise ValueError(
+                f"piece [{start}, {start + piece.numel()}) outside a {flat.numel()}-element tensor"
+            )
+        flat[start : start + piece.numel()].copy_(piece)
+        self.received += piece.numel()
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.tensor.numel()
 
 
 class SharedMemoryWeightTransferEngine(
@@ -196,6 +245,14 @@ class SharedMemoryWeightTransferEngine(
         super().__init__(*args, **kwargs)
         self._path: str | None = None
         self._buffer = torch.empty(0, dtype=torch.uint8)
+        self._pieces: dict[str, _Reassembly] = {}
+        self._inplace: InPlaceEmbeddings | None = None
+        self.reassembled: list[str] = []
+        """Names of the split tensors the last update reassembled for vLLM's loaders."""
+        self.detached_bytes = 0
+        """Bytes the last update copied out of the buffer for layers straddling buckets."""
+        self.written_in_place: list[str] = []
+        """Engine parameters the last update wrote in place (vocabulary matrices)."""
 
     def init_transfer_engine(self, init_info: SharedMemoryInitInfo) -> None:
         if not init_info.path:
@@ -207,26 +264,58 @@ class SharedMemoryWeightTransferEngine(
         if self._path is None:
             raise RuntimeError("update_weights before init_weight_transfer_engine")
         if self._buffer.numel() != num_bytes:
-            self._buffer = torch.from_file(self._path, shared=True, size=num_bytes,
-                                           dtype=torch.uint8)
+            # In-process engine: use the trainer's own mapping (no second mapping).
+            local = local_buffer(self._path)
+            if local is not None and local.numel() >= num_bytes:
+                self._buffer = local[:num_bytes]
+            else:
+                self._buffer = torch.from_file(self._path, shared=True, size=num_bytes,
+                                               dtype=torch.uint8)
         return self._buffer
 
     def start_weight_update(self) -> None:
+        self._pieces = {}
+        self.reassembled = []
+        self.detached_bytes = 0
+        # Before the reload moves the layers to the meta device: it reads live tensors.
+        self._inplace = InPlaceEmbeddings(self.model)
         self._begin_reload()
 
     def update_weights(self, update_info: dict) -> None:
         # The base class ends with an accelerator synchronize, which has no meaning here.
-        self.receive_weights(self.parse_update_info(update_info))
+        try:
+            self.receive_weights(self.parse_update_info(update_info))
+        except BaseException as error:
+            self._abort_update(error)
+            raise
 
     def receive_weights(self, update_info: SharedMemoryUpdateInfo) -> None:
+        assert self._inplace is not None, "update_weights outside start/finish_weight_update"
         buffer = self._map(update_info.buffer_bytes)
-        weights = [
-            (name, view_in_buffer(buffer, offset, dtype_from_name(dtype), shape))
-            for name, dtype, shape, offset in zip(
-                update_info.names, update_info.dtype_names, update_info.shapes,
-                update_info.offsets,
-            )
-        ]
+        weights = []
+        for name, dtype_str, shape, offset, start, numel in zip(
+            update_info.names, update_info.dtype_names, update_info.shapes,
+            update_info.offsets, update_info.starts, update_info.numels,
+        ):
+            dtype = dtype_from_name(dtype_str)
+            inplace_name = self._inplace.target_name(name)
+            if inplace_name is not None:
+                # Vocabulary matrices: straight into the live weight, no reassembly.
+                self._inplace.put(inplace_name, view_in_buffer(buffer, offset, dtype, [numel]),
+                                  start, shape)
+                continue
+            if start == 0 and numel == _numel(shape):
+                weights.append((name, view_in_buffer(buffer, offset, dtype, shape)))
+                continue
+            # One piece of a tensor larger than the bucket: collect it in a tensor of its
+            # own (the loaders take whole tensors); load it once its last piece is in.
+            pending = self._pieces.get(name)
+            if pending is None:
+                pending = self._pieces[name] = _Reassembly(torch.empty(shape, dtype=dtype))
+            pending.put(view_in_buffer(buffer, offset, dtype, [numel]), start)
+            if pending.complete:
+                weights.append((name, self._pieces.pop(name).tensor))
+                self.reassembled.append(name)
         self._load(weights)
         self._detach_pending(buffer)
 
@@ -245,9 +334,24 @@ class SharedMemoryWeightTransferEngine(
                     if (isinstance(value, torch.Tensor)
                             and value.untyped_storage().data_ptr() == storage):
                         bound.arguments[key] = value.clone()
+                        self.detached_bytes += value.numel() * value.element_size()
 
     def finish_weight_update(self) -> None:
+        assert self._inplace is not None
+        self._loaded_names.update(self._inplace.loaded_names)
+        self.written_in_place = sorted(self._inplace.loaded_names)
+        incomplete = self._inplace.close()
         self._finish_reload()
+        if incomplete:
+            self.sync_problems = self.sync_problems + [
+                f"weight sync sent only part of the vocabulary weight(s) {incomplete}"
+            ]
+        if self._pieces:
+            self.sync_problems = self.sync_problems + [
+                f"weight sync left {len(self._pieces)} split tensor(s) incomplete (pieces "
+                f"missing), e.g. {sorted(self._pieces)[:8]}"
+            ]
+            self._pieces = {}
 
     def shutdown(self) -> None:
         self._buffer = torch.empty(0, dtype=torch.uint8)
@@ -277,6 +381,13 @@ def _make_ipc_engine() -> type:
                 super().receive_weights(update_info)
             finally:
                 del self.model.load_weights
+
+        def update_weights(self, update_info: dict) -> None:
+            try:
+                super().update_weights(update_info)
+            except BaseException as error:
+                self._abort_update(error)
+                raise
 
         def finish_weight_update(self) -> None:
             self._finish_reload()
@@ -315,6 +426,16 @@ class R1coreWorkerExtension:
         """What the last finished weight update failed to cover (empty when complete)."""
         engine = getattr(self, "weight_transfer_engine", None)
         return list(getattr(engine, "sync_problems", []))
+
+    def r1core_last_update_summary(self) -> dict[str, Any]:
+        """How the last update's tensors were received: ``written_in_place`` (engine
+        names of vocabulary weights written into the live tensor), ``reassembled``
+        (Hugging Face names of split tensors collected whole for vLLM's loaders) and
+        ``detached_bytes`` (copied out of the buffer for layers straddling buckets)."""
+        engine = getattr(self, "weight_transfer_engine", None)
+        return {"written_in_place": list(getattr(engine, "written_in_place", [])),
+                "reassembled": list(getattr(engine, "reassembled", [])),
+                "detached_bytes": int(getattr(engine, "detached_bytes", 0))}
 
 
 register_backends()

@@ -18,53 +18,118 @@ from r1core.rollout.bridge import (
 
 def _tensors():
     generator = torch.Generator().manual_seed(0)
-    shapes = [(97, 33), (5,), (64, 64), (1, 3, 7), (200,), (31, 17)]
+    shapes = [(97, 33), (5,), (64, 64), (1, 3, 7), (200,), (31, 17), (0, 4), ()]
     dtypes = [torch.float32, torch.bfloat16, torch.float16, torch.float32, torch.int64,
-              torch.float32]
-    return [(f"t{i}", torch.randn(shape, generator=generator).to(dtype))
-            for i, (shape, dtype) in enumerate(zip(shapes, dtypes))]
+              torch.float32, torch.float32, torch.float64]
+    tensors = [(f"t{i}", torch.randn(shape, generator=generator).to(dtype))
+               for i, (shape, dtype) in enumerate(zip(shapes, dtypes))]
+    # A strided (transposed) tensor: pieces are copied row block by row block.
+    tensors.append(("strided", torch.randn(40, 70, generator=generator).t()))
+    return tensors
 
 
-def _receive(path: str, bucket) -> list[tuple[str, torch.Tensor]]:
-    """What a worker sees: its own mapping of the file, views by record."""
-    buffer = torch.from_file(path, shared=True, size=bucket.buffer_bytes, dtype=torch.uint8)
-    info = bucket.to_update_info()
-    return [
-        (name, view_in_buffer(buffer, offset, dtype_from_name(dtype), shape).clone())
-        for name, dtype, shape, offset in zip(info["names"], info["dtype_names"],
-                                              info["shapes"], info["offsets"])
-    ]
+class _Receiver:
+    """What a worker does with a bucket: its own mapping of the file, whole tensors
+    cloned, pieces of split tensors reassembled in order of their element ranges."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.received: list[tuple[str, torch.Tensor]] = []
+        self.pending: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def __call__(self, bucket) -> None:
+        buffer = torch.from_file(self.path, shared=True, size=bucket.buffer_bytes,
+                                 dtype=torch.uint8)
+        info = bucket.to_update_info()
+        for name, dtype, shape, offset, start, numel in zip(
+            info["names"], info["dtype_names"], info["shapes"], info["offsets"],
+            info["starts"], info["numels"],
+        ):
+            dtype = dtype_from_name(dtype)
+            piece = view_in_buffer(buffer, offset, dtype, [numel]).clone()
+            full, filled = self.pending.pop(name, (torch.empty(shape, dtype=dtype), 0))
+            assert start == filled, f"{name}: pieces out of order"
+            full.view(-1)[start : start + numel] = piece
+            if start + numel == full.numel():
+                self.received.append((name, full))
+            else:
+                self.pending[name] = (full, start + numel)
 
 
-@pytest.mark.parametrize("bucket_bytes", [64, 4096, 20_000, 1 << 20])
+@pytest.mark.parametrize("bucket_bytes", [64, 100, 4096, 20_000, 1 << 20])
 def test_buckets_round_trip_and_stay_bounded(bucket_bytes):
+    """Every tensor arrives bitwise equal; no bucket and no staging byte exceeds the
+    bound, even for tensors much larger than the bucket (they travel in pieces)."""
     tensors = _tensors()
     buffer = SharedMemoryBuffer(bucket_bytes)
-    received, bucket_sizes = [], []
+    receiver = _Receiver(buffer.path)
+    ends = []
 
     def ship(bucket):
-        records = bucket.records
-        end = records[-1].offset + tensors_by_name[records[-1].name].numel() * \
-            tensors_by_name[records[-1].name].element_size()
-        bucket_sizes.append((len(records), end))
-        assert all(r.offset % BUFFER_ALIGNMENT == 0 for r in records)
-        received.extend(_receive(buffer.path, bucket))
+        for record in bucket.records:
+            assert record.offset % BUFFER_ALIGNMENT == 0
+            element = torch.empty((), dtype=dtype_from_name(record.dtype)).element_size()
+            ends.append(record.offset + record.numel * element)
+        assert bucket.buffer_bytes <= bucket_bytes
+        receiver(bucket)
 
-    tensors_by_name = dict(tensors)
     writer = BucketWriter(buffer, bucket_bytes, ship)
     for name, tensor in tensors:
         writer.add(name, tensor)
     writer.flush()
+    assert buffer.num_bytes == bucket_bytes  # the staging buffer is the bucket, exactly
+    assert max(ends) <= bucket_bytes
+    assert [n for n, _ in receiver.received] == [n for n, _ in tensors]
+    assert not receiver.pending
+    for (_, sent), (_, got) in zip(tensors, receiver.received):
+        assert got.dtype == sent.dtype and got.shape == sent.shape and torch.equal(got, sent)
     largest = max(t.numel() * t.element_size() for _, t in tensors)
-    assert [n for n, _ in received] == [n for n, _ in tensors]
-    for (_, sent), (_, got) in zip(tensors, received):
-        assert got.dtype == sent.dtype and torch.equal(got, sent)
-    for count, end in bucket_sizes:
-        # A bucket overflows its bound only when it holds a single oversized tensor.
-        assert end <= bucket_bytes or count == 1
-    assert buffer.num_bytes <= max(bucket_bytes, largest) + BUFFER_ALIGNMENT
-    assert writer.num_buckets == len(bucket_sizes)
+    if largest > bucket_bytes:
+        assert writer.num_pieces > writer.num_tensors
     assert writer.num_tensors == len(tensors)
+    assert writer.num_bytes == sum(t.numel() * t.element_size() for _, t in tensors)
+    buffer.close()
+
+
+def test_whole_tensors_are_not_split_when_an_empty_bucket_holds_them():
+    """A tensor that fits in a bucket starts a new one instead of being split."""
+    buffer = SharedMemoryBuffer(4096)
+    shipped = []
+    writer = BucketWriter(buffer, 4096, lambda bucket: shipped.append(bucket.records))
+    writer.add("a", torch.zeros(700))  # 2800 bytes
+    writer.add("b", torch.ones(700))   # does not fit beside "a", fits alone
+    writer.add("c", torch.ones(2000))  # 8000 bytes: split in pieces
+    writer.flush()
+    pieces = [(r.name, r.start, r.numel) for records in shipped for r in records]
+    assert pieces[:2] == [("a", 0, 700), ("b", 0, 700)]
+    assert [len(records) for records in shipped][:2] == [1, 2]  # "c" fills b's bucket
+    assert sum(numel for name, _, numel in pieces if name == "c") == 2000
+    buffer.close()
+
+
+def test_pieces_can_be_filled_without_the_whole_tensor():
+    """``add_pieces`` asks for element ranges only (what a point-to-point receive does)."""
+    full = torch.arange(1000, dtype=torch.float32).view(10, 100)
+    buffer = SharedMemoryBuffer(256)
+    receiver = _Receiver(buffer.path)
+    asked = []
+
+    def fill(destination, start, numel):
+        asked.append((start, numel))
+        destination.copy_(full.view(-1)[start : start + numel])
+
+    writer = BucketWriter(buffer, 256, receiver)
+    writer.add_pieces("w", torch.float32, (10, 100), fill)
+    writer.flush()
+    assert all(numel * 4 <= 256 for _, numel in asked) and len(asked) > 1
+    assert torch.equal(receiver.received[0][1], full)
+    buffer.close()
+
+
+def test_bucket_smaller_than_one_slot_is_refused():
+    buffer = SharedMemoryBuffer(64)
+    with pytest.raises(ValueError, match="at least 64"):
+        BucketWriter(buffer, 16, lambda bucket: None)
     buffer.close()
 
 

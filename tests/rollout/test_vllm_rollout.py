@@ -54,6 +54,44 @@ def test_sync_is_bitwise_equal_to_fresh_engine(synced, fresh_reference):
     assert stats.num_buckets > 1, "bucket_bytes was meant to force several buckets"
 
 
+def test_staging_buffer_is_bounded_by_the_bucket(synced, checkpoints):
+    """The embedding (and the MLP weights) are larger than the 64 KiB bucket; they travel
+    in pieces and the staging buffer stays the bucket, not the largest tensor."""
+    kind, engine, _, stats = synced
+    model = checkpoints(kind).updated_model
+    largest = max(t.numel() * t.element_size() for _, t in
+                  ModuleWeightSource(model).iter_hf_weights())
+    assert largest > engine.config.bucket_bytes
+    assert stats.staging_bytes == engine.config.bucket_bytes == engine._staging.num_bytes
+    # How the engine took the large tensors: vocabulary matrices straight into its live
+    # weights (no whole-tensor copy), the other split tensors reassembled for the loaders.
+    summary = engine.llm.collective_rpc("r1core_last_update_summary")[0]
+    vocabulary = {"qwen2": ["lm_head.weight", "model.embed_tokens.weight"],
+                  "qwen2_tied": ["model.embed_tokens.weight"],
+                  "qwen3_moe": ["lm_head.weight", "model.embed_tokens.weight"]}[kind]
+    assert summary["written_in_place"] == vocabulary
+    split = {name for name, tensor in ModuleWeightSource(model).iter_hf_weights()
+             if tensor.numel() * tensor.element_size() > engine.config.bucket_bytes}
+    assert set(summary["reassembled"]) == split - {"lm_head.weight", "model.embed_tokens.weight"}
+
+
+def test_bucket_smaller_than_one_row(synced, checkpoints, fresh_reference):
+    """A 400-byte bucket is smaller than one embedding row (128 fp32 = 512 bytes): every
+    large tensor travels as flat element ranges, and the result is still exact."""
+    kind, engine, _, _ = synced
+    if kind != "qwen2_tied":
+        pytest.skip("one model suffices (thousands of buckets)")
+    bucket_bytes = engine.config.bucket_bytes
+    engine.set_bucket_bytes(400)
+    try:
+        stats = engine.sync_weights(ModuleWeightSource(checkpoints(kind).updated_model),
+                                    weight_version="1")  # same weights, same tag
+        assert stats.staging_bytes == 400 and stats.num_buckets > 1000
+        assert greedy(engine) == fresh_reference(kind)
+    finally:
+        engine.set_bucket_bytes(bucket_bytes)
+
+
 def test_sync_matches_transformers_greedy(synced, checkpoints):
     kind, engine, _, _ = synced
     model = checkpoints(kind).updated_model
@@ -158,4 +196,24 @@ def test_cpu_refreshes_are_what_makes_the_sync_exact(synced, checkpoints, fresh_
     engine.sync_weights(ModuleWeightSource(initial))
     assert greedy(engine) == before  # back to the fresh engine's outputs, bitwise
     engine.sync_weights(ModuleWeightSource(checkpoints(kind).updated_model))
+    assert greedy(engine) == fresh_reference(kind)
+
+
+def test_vocabulary_of_the_wrong_shape_is_refused_and_the_engine_recovers(
+        synced, checkpoints, fresh_reference):
+    """A vocabulary matrix that does not fit the engine's is refused by name before any
+    row is written; the update is closed and tagged incomplete, and the next complete
+    sync restores the fresh-engine outputs exactly."""
+    kind, engine, _, _ = synced
+    model = checkpoints(kind).updated_model
+
+    class ShortVocabulary:
+        def iter_hf_weights(self):
+            for name, tensor in ModuleWeightSource(model).iter_hf_weights():
+                yield name, tensor[:-1] if name == "model.embed_tokens.weight" else tensor
+
+    with pytest.raises(Exception, match="does not fit"):
+        engine.sync_weights(ShortVocabulary(), weight_version="bad")
+    assert engine.weight_version == "bad-incomplete"
+    engine.sync_weights(ModuleWeightSource(model), weight_version="1")
     assert greedy(engine) == fresh_reference(kind)

@@ -1,0 +1,188 @@
+"""Weight sync from a Megatron policy split over many ranks into one vLLM engine.
+
+:func:`sync_policy_weights` is collective: every rank of the trainer calls it, exactly
+one of them (normally model-parallel rank 0 of data-parallel replica 0) passes its
+``VLLMRollout``, the others pass ``None``. The engine connection and the staging buffer
+belong to that one *sender*. How the weights reach it:
+
+* Tensor / expert parallelism: gathering a parameter's shards is a collective, so every
+  rank of the TP/EP(/expert-TP) groups of the sender's replica iterates
+  ``policy.iter_hf_weights()`` in the same order; only the stage's *leader* uses the
+  full tensors, the others drop them at once.
+* Pipeline parallelism: each stage holds its own layers (Hugging Face names carry global
+  layer indices, so the engine needs no stage map). Stage after stage, inside one
+  engine update, that stage's leader (the sender's peer in its pipeline group) streams
+  its parameters one at a time to the sender point to point; the sender asks for each
+  piece that fits its bucket and receives it straight into the staging buffer.
+* Other data-parallel replicas do nothing but wait for the result (with expert
+  parallelism, whose groups span data-parallel replicas of the dense part, every rank
+  iterates: each EP group then completes its own gathers).
+
+So no rank holds more than one parameter (its gather) plus, on the sender, one bucket.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from r1core.rollout.bridge import dtype_from_name, dtype_name
+
+if TYPE_CHECKING:
+    from r1core.rollout.vllm_rollout import VLLMRollout
+    from r1core.rollout.weight_update import SyncStats, WeightUpdate
+
+#: Request ``(start, numel)`` meaning "this parameter is complete, send the next one".
+_DONE = -1
+
+
+def sync_policy_weights(
+    policy: Any, rollout: VLLMRollout | None, *, weight_version: str | None = None
+) -> SyncStats:
+    """Stream a (possibly TP/PP/EP-split) policy's weights into ``rollout``'s engine.
+
+    Collective over the default process group: call it on every rank, at the same point,
+    with ``rollout`` on exactly one rank and ``None`` elsewhere.
+
+    Args:
+        policy: anything with ``iter_hf_weights()`` yielding ``(hf_name, full tensor)``
+            collectively over its TP/EP groups, e.g. ``r1core.models.Policy``; under
+            pipeline parallelism each stage yields its own parameters.
+        rollout: the ``VLLMRollout`` on the sending rank, ``None`` on the others.
+        weight_version: version tag for the engine (default: the engine's count + 1).
+
+    Returns:
+        The sender's ``SyncStats`` on every rank (tensor and byte counts cover the whole
+        model). Raises ``RuntimeError`` on every rank if the engine reports parameters
+        left stale, ``ValueError`` if not exactly one rank passed an engine.
+
+    Without an initialised process group (or with one rank) this is
+    ``rollout.sync_weights(policy)``. A failure on a non-sending leader in the middle of
+    the stream leaves the sender waiting until the process group's timeout.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        if rollout is None:
+            raise ValueError("sync_policy_weights on a single process needs the rollout engine")
+        return rollout.sync_weights(policy, weight_version=weight_version)
+    from megatron.core import parallel_state as ps
+
+    rank = dist.get_rank()
+    comm_device = _comm_device(policy)
+    layout = {
+        "holder": rollout is not None,
+        "stage": ps.get_pipeline_model_parallel_rank(),
+        "pipeline_ranks": dist.get_process_group_ranks(ps.get_pipeline_model_parallel_group()),
+        "tensor_ranks": dist.get_process_group_ranks(ps.get_tensor_model_parallel_group()),
+    }
+    everyone: list[dict[str, Any]] = [{}] * dist.get_world_size()
+    dist.all_gather_object(everyone, layout)
+    holders = [r for r, info in enumerate(everyone) if info["holder"]]
+    if len(holders) != 1:
+        raise ValueError(
+            f"sync_policy_weights needs the rollout engine on exactly one rank, got it on "
+            f"ranks {holders}"
+        )
+    sender = holders[0]
+    leaders = {everyone[r]["stage"]: r for r in everyone[sender]["pipeline_ranks"]}
+    num_stages = ps.get_pipeline_model_parallel_world_size()
+    if sorted(leaders) != list(range(num_stages)):
+        raise RuntimeError(f"pipeline group of rank {sender} does not cover every stage: {leaders}")
+    iterates = (
+        ps.get_expert_model_parallel_world_size() > 1
+        or ps.get_expert_tensor_parallel_world_size() != ps.get_tensor_model_parallel_world_size()
+        or bool(set(layout["tensor_ranks"]) & set(leaders.values()))
+    )
+
+    outcome: list[Any] = [None]
+    failure: BaseException | None = None
+    if rank == sender:
+        assert rollout is not None
+        try:
+            outcome[0] = _send_all(policy, rollout, weight_version, layout["stage"], leaders,
+                                   comm_device)
+        except Exception as error:  # every rank must learn about it; re-raised below
+            failure = error
+            outcome[0] = f"{type(error).__name__}: {error}"
+    elif rank in leaders.values():
+        _stream_to_sender(policy, sender, comm_device)
+    elif iterates:
+        for _ in policy.iter_hf_weights():  # the gathers of this stage's leader
+            pass
+    # The sender's result (or error) reaches every rank; this is also the barrier after
+    # which the next rollout may start.
+    dist.broadcast_object_list(outcome, src=sender, device=comm_device)
+    if failure is not None:
+        raise failure
+    if isinstance(outcome[0], str):
+        raise RuntimeError(f"weight sync failed on rank {sender}: {outcome[0]}")
+    return outcome[0]
+
+
+def _comm_device(policy: Any) -> torch.device:
+    """Where point-to-point tensors live: CPU for gloo, the policy's GPU for NCCL."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _send_all(policy: Any, rollout: VLLMRollout, weight_version: str | None, my_stage: int,
+              leaders: dict[int, int], comm_device: torch.device) -> SyncStats:
+    """Sender: open one engine update, fill it stage after stage, finish it."""
+    update = rollout.start_weight_update(weight_version=weight_version)
+    try:
+        for stage in sorted(leaders):
+            if stage == my_stage:
+                for name, tensor in policy.iter_hf_weights():
+                    update.add(name, tensor)
+            else:
+                _receive_stage(update, leaders[stage], comm_device)
+    except BaseException:
+        update.abort()
+        raise
+    return update.finish()
+
+
+def _receive_stage(update: WeightUpdate, source: int, device: torch.device) -> None:
+    """Sender side of one remote stage: headers, then pieces on request, until ``None``."""
+    request = torch.empty(2, dtype=torch.int64, device=device)
+    while True:
+        header: list[Any] = [None]
+        dist.recv_object_list(header, src=source, device=device)
+        if header[0] is None:
+            return
+        name, dtype_str, shape = header[0]
+        dtype = dtype_from_name(dtype_str)
+
+        def fill(destination: torch.Tensor, start: int, numel: int) -> None:
+            if numel == 0:
+                return  # an empty tensor: nothing to ask for
+            request[0], request[1] = start, numel
+            dist.send(request, dst=source)
+            if destination.device == device:
+                dist.recv(destination, src=source)
+            else:  # e.g. NCCL into a CPU staging buffer
+                staged = torch.empty(numel, dtype=dtype, device=device)
+                dist.recv(staged, src=source)
+                destination.copy_(staged)
+
+        update.add_pieces(name, dtype, tuple(shape), fill)
+        request[0], request[1] = 0, _DONE
+        dist.send(request, dst=source)
+
+
+def _stream_to_sender(policy: Any, sender: int, device: torch.device) -> None:
+    """A non-sending stage leader: offer each parameter, send the pieces asked for."""
+    request = torch.empty(2, dtype=torch.int64, device=device)
+    for name, tensor in policy.iter_hf_weights():
+        flat = tensor.detach().contiguous().view(-1)  # contiguous() is a no-op for most
+        dist.send_object_list([(name, dtype_name(tensor.dtype), list(tensor.shape))],
+                              dst=sender, device=device)
+        while True:
+            dist.recv(request, src=sender)
+            start, numel = int(request[0]), int(request[1])
+            if numel == _DONE:
+                break
+            dist.send(flat[start : start + numel].to(device), dst=sender)
+    dist.send_object_list([None], dst=sender, device=device)
