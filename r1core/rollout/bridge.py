@@ -170,6 +170,45 @@ def local_buffer(path: str) -> torch.Tensor | None:
     return None if buffer is None else buffer.tensor
 
 
+#: Staging files are named ``<prefix><pid of the trainer process>-<uuid hex>``.
+STAGING_PREFIX = "r1core-weights-"
+
+
+def remove_stale_buffers(directory: str = "/dev/shm") -> list[str]:
+    """Unlink staging files left by trainer processes that no longer exist.
+
+    A process killed with SIGKILL (an OOM kill, a cancelled SLURM job) never runs its
+    finalizer, and ``/dev/shm`` is memory: each leaked file keeps a bucket of RAM until the
+    machine reboots. Files of live processes (other trainers on the node) are left alone.
+    Returns the removed paths.
+    """
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        pid_text = name[len(STAGING_PREFIX):].partition("-")[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        path = os.path.join(directory, name)
+        _unlink_quietly(path)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
 class SharedMemoryBuffer:
     """A ``/dev/shm`` file mapped as a uint8 tensor, shared with the engine's worker.
 
@@ -182,7 +221,8 @@ class SharedMemoryBuffer:
     def __init__(self, num_bytes: int, directory: str = "/dev/shm") -> None:
         if not os.path.isdir(directory):
             raise RuntimeError(f"shared-memory directory {directory!r} does not exist")
-        self.path = os.path.join(directory, f"r1core-weights-{os.getpid()}-{uuid.uuid4().hex}")
+        remove_stale_buffers(directory)
+        self.path = os.path.join(directory, f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
         self.num_bytes = 0
         self.tensor = torch.empty(0, dtype=torch.uint8)
         # Create the file before the finalizer so cleanup never races creation.

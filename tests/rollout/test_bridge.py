@@ -9,9 +9,11 @@ from r1core.rollout.bridge import (
     BUFFER_ALIGNMENT,
     BucketWriter,
     ModuleWeightSource,
+    STAGING_PREFIX,
     SharedMemoryBuffer,
     WeightSource,
     dtype_from_name,
+    remove_stale_buffers,
     view_in_buffer,
 )
 
@@ -140,6 +142,29 @@ def test_buffer_file_is_removed_on_close():
     assert os.path.exists(buffer.path)
     buffer.close()
     assert not os.path.exists(buffer.path)
+
+
+def test_files_of_dead_trainers_are_removed(tmp_path):
+    """A SIGKILLed trainer never unlinks its staging file; the next buffer removes it."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid now names no process
+    stale = tmp_path / f"{STAGING_PREFIX}{child.pid}-{'a' * 32}"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-{'b' * 32}"  # another buffer of a live process
+    unrelated = tmp_path / "other-file"
+    for path in (stale, live, unrelated):
+        path.write_bytes(b"x" * 64)
+
+    buffer = SharedMemoryBuffer(1024, directory=str(tmp_path))
+    try:
+        assert not stale.exists()
+        assert live.exists() and unrelated.exists() and os.path.exists(buffer.path)
+        assert remove_stale_buffers(str(tmp_path)) == []  # nothing else to remove
+    finally:
+        buffer.close()
 
 
 def test_view_in_buffer_rejects_overrun():
