@@ -54,8 +54,9 @@ class Topology:
     dp_rank / dp_size: data-parallel replica of the policy (``world / (tensor x pipeline)``).
     mp_rank / mp_size: rank inside the replica's model-parallel (tensor x pipeline) group;
         rank 0 is the replica's leader, which owns the rollout engine and the reward pool.
-    pipeline: pipeline-parallel size (weight sync with PP > 1 needs a multi-rank sender).
-    dp_group / mp_group: the process groups (None in a single process).
+    pipeline / pp_rank: pipeline-parallel size and this rank's stage; the loss and the
+        metrics computed from it exist on the last stage only.
+    dp_group / mp_group / pp_group: the process groups (None in a single process).
     """
 
     world_rank: int = 0
@@ -65,13 +66,20 @@ class Topology:
     mp_rank: int = 0
     mp_size: int = 1
     pipeline: int = 1
+    pp_rank: int = 0
     dp_group: Any = None
     mp_group: Any = None
+    pp_group: Any = None
 
     @property
     def is_leader(self) -> bool:
         """Model-parallel rank 0: builds the rollout engine, scores rewards."""
         return self.mp_rank == 0
+
+    @property
+    def is_last_stage(self) -> bool:
+        """The last pipeline stage: the one that computes the loss."""
+        return self.pp_rank == self.pipeline - 1
 
     @property
     def is_main(self) -> bool:
@@ -98,8 +106,10 @@ class Topology:
             mp_rank=dist.get_rank(mp_group),
             mp_size=dist.get_world_size(mp_group),
             pipeline=ps.get_pipeline_model_parallel_world_size(),
+            pp_rank=ps.get_pipeline_model_parallel_rank(),
             dp_group=ps.get_data_parallel_group(),
             mp_group=mp_group,
+            pp_group=ps.get_pipeline_model_parallel_group(),
         )
 
     # ------------------------------------------------------------------ collectives
@@ -115,6 +125,17 @@ class Topology:
             return payload  # type: ignore[return-value]
         box = [payload if self.is_leader else None]
         dist.broadcast_object_list(box, src=dist.get_global_rank(self.mp_group, 0), group=self.mp_group)
+        return box[0]  # type: ignore[return-value]
+
+    def broadcast_from_last_stage(self, payload: T | None) -> T:
+        """The last pipeline stage's ``payload`` on every rank of its pipeline group (one
+        ``broadcast_object_list``; a no-op without pipeline parallelism). The other stages
+        pass anything (``None``); what they pass is dropped."""
+        if self.pipeline == 1:
+            return payload  # type: ignore[return-value]
+        box = [payload if self.is_last_stage else None]
+        source = dist.get_global_rank(self.pp_group, self.pipeline - 1)
+        dist.broadcast_object_list(box, src=source, group=self.pp_group)
         return box[0]  # type: ignore[return-value]
 
     def broadcast_from_main(self, payload: T | None) -> T:
