@@ -217,6 +217,20 @@ def even_slices(total: int, parts: int) -> list[slice]:
 
 # ---------------------------------------------------------------------- metric reduction
 
+
+def mean_metrics(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each metric's mean over ``steps`` (dicts of scalar tensors or numbers, the keys of
+    the first), as floats, with one device-to-host transfer: the values are stacked on the
+    device that holds any of them (a GPU's loss beside a CPU learning rate)."""
+    if not steps:
+        raise ValueError("no metrics to average")
+    keys = list(steps[0])
+    columns = [[torch.as_tensor(step[key]).float().reshape(()) for step in steps] for key in keys]
+    device = next((v.device for column in columns for v in column if v.device.type != "cpu"), torch.device("cpu"))
+    means = torch.stack([torch.stack([v.to(device) for v in column]).mean() for column in columns])
+    return dict(zip(keys, means.tolist()))
+
+
 #: Counts that add up over replicas.
 SUMMED = frozenset({"num_samples", "train_tokens", "groups_dropped", "reward_failures"})
 #: Values every replica shares or whose worst case matters (wall times: the slowest replica

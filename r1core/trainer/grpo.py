@@ -22,7 +22,7 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
-from r1core.trainer.distributed import Topology, check_divisible, even_slices, reduce_step_metrics
+from r1core.trainer.distributed import Topology, check_divisible, even_slices, mean_metrics, reduce_step_metrics
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -377,13 +377,8 @@ class GRPOTrainer:
         # The one host synchronisation of the step: metrics become floats for logging. The
         # loss and the metrics computed with it exist on the last pipeline stage only; its
         # means (one transfer) reach the other stages in one broadcast.
-        update: dict[str, float] | None = None
-        if self.topology.is_last_stage:
-            keys = list(update_metrics[0])
-            means = torch.stack([torch.stack([torch.as_tensor(m[k]).float().reshape(()) for m in update_metrics]).mean()
-                                 for k in keys])
-            update = dict(zip(keys, means.tolist()))
-        metrics.update(self.topology.broadcast_from_last_stage(update))
+        last = self.topology.is_last_stage
+        metrics.update(self.topology.broadcast_from_last_stage(mean_metrics(update_metrics) if last else None))
         lengths = batch.response_lengths.float()
         tokens = int(sum(len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)))
         metrics.update(

@@ -60,7 +60,7 @@ def run_sft(
     Under pipeline parallelism the last stage's metrics (the loss lives there) are
     broadcast to the other stages, so every rank returns the same history.
     """
-    from r1core.trainer.distributed import Topology, check_divisible, reduce_step_metrics
+    from r1core.trainer.distributed import Topology, check_divisible, mean_metrics, reduce_step_metrics
 
     topology = topology or Topology()
     local = check_divisible(config.batch_size, topology.dp_size, what="sft.batch_size")
@@ -84,10 +84,7 @@ def run_sft(
         micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
         metrics = policy.train_step(micro, sft_loss)
         # The loss exists on the last pipeline stage only: its floats reach every stage.
-        metrics = topology.broadcast_from_last_stage(
-            dict(zip(metrics, torch.stack([torch.as_tensor(v).float().reshape(()) for v in metrics.values()]).tolist()))
-            if topology.is_last_stage else None
-        )
+        metrics = topology.broadcast_from_last_stage(mean_metrics([metrics]) if topology.is_last_stage else None)
         if topology.dp_size > 1:
             metrics = reduce_step_metrics(topology.dp_all_gather(metrics))
         history.append(metrics)

@@ -174,3 +174,13 @@ def test_last_stage_broadcast_is_identity_without_pipeline():
     topology = Topology()
     assert topology.is_last_stage and topology.broadcast_from_last_stage({"loss": 1.5}) == {"loss": 1.5}
     assert not Topology(pipeline=2, pp_rank=0).is_last_stage and Topology(pipeline=2, pp_rank=1).is_last_stage
+
+
+def test_mean_metrics_averages_steps_into_floats():
+    from r1core.trainer.distributed import mean_metrics
+
+    steps = [{"loss": torch.tensor(1.0), "lr": 1e-3}, {"loss": torch.tensor([3.0]), "lr": torch.tensor(1e-3)}]
+    out = mean_metrics(steps)
+    assert out == {"loss": 2.0, "lr": pytest.approx(1e-3)} and all(type(v) is float for v in out.values())
+    with pytest.raises(ValueError, match="no metrics"):
+        mean_metrics([])
