@@ -14,6 +14,12 @@ position is the same on every rank (one checkpointed data position for all). Dyn
 sampling, which drops groups unevenly, pools the kept groups of all replicas and re-splits
 them evenly (``GRPOTrainer._rebalance``).
 
+Under pipeline parallelism only the last stage computes the loss and the metrics made
+with it (clip fractions, entropy, log-prob mismatch); the trainer averages them there and
+broadcasts the floats over the pipeline group once per step
+(:meth:`Topology.broadcast_from_last_stage`), then every rank takes its replica leader's
+step metrics, so the metrics reduced over the replicas are the same on every rank.
+
 Without an initialised process group everything here degrades to one rank of one replica,
 and the collectives are no-ops: the single-process trainer runs the same code.
 """
