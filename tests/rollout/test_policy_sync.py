@@ -78,17 +78,30 @@ def test_multi_rank_sync_equals_fresh_engine_on_export(layout, checkpoints, tmp_
     assert sorted(result["summary"]["written_in_place"]) == sorted(vocabulary)
 
 
+#: Two data-parallel replicas, each leader with its own engine.
+REPLICA_LAYOUTS = {
+    # name: (model kind, tensor, pipeline, expert, processes, the leaders)
+    "dp2_dense": ("qwen2", 1, 1, 1, 2, [0, 1]),
+    # The expert-parallel group spans both replicas: the two senders' gathers must meet.
+    "dp2_ep2_moe": ("qwen3_moe", 1, 1, 2, 2, [0, 1]),
+    # Both replicas' last stages stream to their own leader at the same time.
+    "dp2_pp2_dense": ("qwen2", 1, 2, 1, 4, [0, 1]),
+}
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_one_sender_per_data_parallel_replica(checkpoints, tmp_path):
-    """DP=2: both replica leaders hold an engine and sync in the same call; each engine
+@pytest.mark.parametrize("layout", REPLICA_LAYOUTS)
+def test_one_sender_per_data_parallel_replica(layout, checkpoints, tmp_path):
+    """Every replica leader holds an engine and all sync in the same call; each engine
     must then equal a fresh engine on the export (a sender left out, or fed the other
     replica's stream, keeps or corrupts its old outputs)."""
     from r1core.rollout import VLLMRollout
 
-    results = _launch(checkpoints("qwen2").initial_dir, tmp_path, 1, 1, 1, 2, "own_process",
-                      senders="replicas")
-    assert sorted(results) == ["result_0", "result_1"]
+    kind, tensor, pipeline, expert, procs, leaders = REPLICA_LAYOUTS[layout]
+    results = _launch(checkpoints(kind).initial_dir, tmp_path, tensor, pipeline, expert, procs,
+                      "own_process", senders="replicas")
+    assert sorted(results) == [f"result_{rank}" for rank in leaders]
     with VLLMRollout(tmp_path / "export", max_model_len=MAX_MODEL_LEN,
                      dtype="float32") as fresh:
         reference = [[tokens, logprobs] for tokens, logprobs in greedy(fresh)]
