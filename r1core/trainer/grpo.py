@@ -64,6 +64,10 @@ class GRPOTrainer:
     ranks of its model-parallel group. Dynamic sampling counts the kept groups over the
     data-parallel group to decide the refill rounds, then pools and re-splits them evenly
     (:meth:`_rebalance`), so every rank calls ``train_step`` the same number of times.
+    Under pipeline parallelism every stage trains on the same samples; after the update each
+    replica's stages stream their layers into its leader's engine
+    (``r1core.rollout.sync_policy_weights``, all replicas in one call), and the last stage's
+    loss metrics are broadcast to the other stages once per step.
 
     Args:
         config: step shape (:class:`GRPOConfig`).
