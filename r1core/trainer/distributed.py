@@ -14,6 +14,12 @@ position is the same on every rank (one checkpointed data position for all). Dyn
 sampling, which drops groups unevenly, pools the kept groups of all replicas and re-splits
 them evenly (``GRPOTrainer._rebalance``).
 
+Under pipeline parallelism only the last stage computes the loss and the metrics made
+with it (clip fractions, entropy, log-prob mismatch); the trainer averages them there and
+broadcasts the floats over the pipeline group once per step
+(:meth:`Topology.broadcast_from_last_stage`), then every rank takes its replica leader's
+step metrics, so the metrics reduced over the replicas are the same on every rank.
+
 Without an initialised process group everything here degrades to one rank of one replica,
 and the collectives are no-ops: the single-process trainer runs the same code.
 """
@@ -54,8 +60,9 @@ class Topology:
     dp_rank / dp_size: data-parallel replica of the policy (``world / (tensor x pipeline)``).
     mp_rank / mp_size: rank inside the replica's model-parallel (tensor x pipeline) group;
         rank 0 is the replica's leader, which owns the rollout engine and the reward pool.
-    pipeline: pipeline-parallel size (weight sync with PP > 1 needs a multi-rank sender).
-    dp_group / mp_group: the process groups (None in a single process).
+    pipeline / pp_rank: pipeline-parallel size and this rank's stage; the loss and the
+        metrics computed from it exist on the last stage only.
+    dp_group / mp_group / pp_group: the process groups (None in a single process).
     """
 
     world_rank: int = 0
@@ -65,13 +72,20 @@ class Topology:
     mp_rank: int = 0
     mp_size: int = 1
     pipeline: int = 1
+    pp_rank: int = 0
     dp_group: Any = None
     mp_group: Any = None
+    pp_group: Any = None
 
     @property
     def is_leader(self) -> bool:
         """Model-parallel rank 0: builds the rollout engine, scores rewards."""
         return self.mp_rank == 0
+
+    @property
+    def is_last_stage(self) -> bool:
+        """The last pipeline stage: the one that computes the loss."""
+        return self.pp_rank == self.pipeline - 1
 
     @property
     def is_main(self) -> bool:
@@ -98,8 +112,10 @@ class Topology:
             mp_rank=dist.get_rank(mp_group),
             mp_size=dist.get_world_size(mp_group),
             pipeline=ps.get_pipeline_model_parallel_world_size(),
+            pp_rank=ps.get_pipeline_model_parallel_rank(),
             dp_group=ps.get_data_parallel_group(),
             mp_group=mp_group,
+            pp_group=ps.get_pipeline_model_parallel_group(),
         )
 
     # ------------------------------------------------------------------ collectives
@@ -115,6 +131,17 @@ class Topology:
             return payload  # type: ignore[return-value]
         box = [payload if self.is_leader else None]
         dist.broadcast_object_list(box, src=dist.get_global_rank(self.mp_group, 0), group=self.mp_group)
+        return box[0]  # type: ignore[return-value]
+
+    def broadcast_from_last_stage(self, payload: T | None) -> T:
+        """The last pipeline stage's ``payload`` on every rank of its pipeline group (one
+        ``broadcast_object_list``; a no-op without pipeline parallelism). The other stages
+        pass anything (``None``); what they pass is dropped."""
+        if self.pipeline == 1:
+            return payload  # type: ignore[return-value]
+        box = [payload if self.is_last_stage else None]
+        source = dist.get_global_rank(self.pp_group, self.pipeline - 1)
+        dist.broadcast_object_list(box, src=source, group=self.pp_group)
         return box[0]  # type: ignore[return-value]
 
     def broadcast_from_main(self, payload: T | None) -> T:
@@ -195,6 +222,20 @@ def even_slices(total: int, parts: int) -> list[slice]:
 
 
 # ---------------------------------------------------------------------- metric reduction
+
+
+def mean_metrics(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each metric's mean over ``steps`` (dicts of scalar tensors or numbers, the keys of
+    the first), as floats, with one device-to-host transfer: the values are stacked on the
+    device that holds any of them (a GPU's loss beside a CPU learning rate)."""
+    if not steps:
+        raise ValueError("no metrics to average")
+    keys = list(steps[0])
+    columns = [[torch.as_tensor(step[key]).float().reshape(()) for step in steps] for key in keys]
+    device = next((v.device for column in columns for v in column if v.device.type != "cpu"), torch.device("cpu"))
+    means = torch.stack([torch.stack([v.to(device) for v in column]).mean() for column in columns])
+    return dict(zip(keys, means.tolist()))
+
 
 #: Counts that add up over replicas.
 SUMMED = frozenset({"num_samples", "train_tokens", "groups_dropped", "reward_failures"})

@@ -22,7 +22,7 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
-from r1core.trainer.distributed import Topology, check_divisible, even_slices, reduce_step_metrics
+from r1core.trainer.distributed import Topology, check_divisible, even_slices, mean_metrics, reduce_step_metrics
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -64,6 +64,10 @@ class GRPOTrainer:
     ranks of its model-parallel group. Dynamic sampling counts the kept groups over the
     data-parallel group to decide the refill rounds, then pools and re-splits them evenly
     (:meth:`_rebalance`), so every rank calls ``train_step`` the same number of times.
+    Under pipeline parallelism every stage trains on the same samples; after the update each
+    replica's stages stream their layers into its leader's engine
+    (``r1core.rollout.sync_policy_weights``, all replicas in one call), and the last stage's
+    loss metrics are broadcast to the other stages once per step.
 
     Args:
         config: step shape (:class:`GRPOConfig`).
@@ -374,9 +378,11 @@ class GRPOTrainer:
         self._sync_weights()
         metrics["sync_s"] = time.perf_counter() - start
 
-        # The one host synchronisation of the step: metrics become floats for logging.
-        for key in update_metrics[0]:
-            metrics[key] = float(torch.stack([m[key].float() for m in update_metrics]).mean())
+        # The one host synchronisation of the step: metrics become floats for logging. The
+        # loss and the metrics computed with it exist on the last pipeline stage only; its
+        # means (one transfer) reach the other stages in one broadcast.
+        last = self.topology.is_last_stage
+        metrics.update(self.topology.broadcast_from_last_stage(mean_metrics(update_metrics) if last else None))
         lengths = batch.response_lengths.float()
         tokens = int(sum(len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)))
         metrics.update(
@@ -395,6 +401,10 @@ class GRPOTrainer:
         metrics["step_s"] = step_seconds
         metrics["tokens_per_second"] = tokens / step_seconds
         metrics["train_tokens"] = float(tokens)
+        if self.topology.mp_size > 1:
+            # The replica's metrics are its leader's: the other ranks trained on the same
+            # samples, but their wall times (no generation, their own stage) differ.
+            metrics = self.topology.broadcast_from_leader(metrics)
         if self.topology.dp_size > 1:
             # Replica metrics -> run metrics (identical on every rank); tokens/s from the
             # global token count over the slowest replica's step time.
@@ -427,32 +437,24 @@ class GRPOTrainer:
         sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
 
 
-def check_weight_sync(topology: Topology) -> None:
-    """Raise ``NotImplementedError`` for layouts :func:`sync_weights` cannot serve yet (call
-    before building anything, so such a run fails at once rather than after its first step)."""
-    if topology.pipeline > 1:
-        raise NotImplementedError(
-            "weight sync to the rollout engine with pipeline parallelism (parallel.pipeline="
-            f"{topology.pipeline}) needs the multi-stage sender; train with parallel.pipeline=1"
-        )
-
-
 def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = None) -> None:
     """The one weight-sync entry point of the trainer; call it on every rank.
 
-    The replica's leader streams ``policy.iter_hf_weights()`` into its engine
-    (``rollout.sync_weights``); the other ranks of its tensor/expert-parallel group still
-    consume the iterator to the end, because gathering each parameter's shards is a
-    collective (see ``r1core/rollout/bridge.py``). Pipeline parallelism needs one sender fed
-    by every stage, which this function does not do yet.
+    In one process the engine reads ``policy.iter_hf_weights()`` directly. Under torchrun
+    every replica's leader passes its engine and the other ranks ``None``:
+    ``r1core.rollout.sync_policy_weights`` then has every tensor/expert-parallel rank take
+    part in each parameter's gather, and under pipeline parallelism the other stages'
+    leaders stream their layers to the replica's leader, all replicas in the same call.
     """
     topology = topology or Topology()
-    check_weight_sync(topology)
-    if rollout is not None:
+    if not topology.distributed:
+        if rollout is None:
+            raise ValueError("sync_weights in one process needs the rollout engine")
         rollout.sync_weights(policy)
-    elif topology.mp_size > 1:
-        for _ in policy.iter_hf_weights():
-            pass
+        return
+    from r1core.rollout.policy_sync import sync_policy_weights
+
+    sync_policy_weights(policy, rollout)
 
 
 def _cat_padded(rows: list[torch.Tensor]) -> torch.Tensor:

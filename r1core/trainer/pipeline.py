@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
 from r1core.trainer.distributed import BatchLayoutError, Topology, check_divisible, even_slices, without_torchrun_env
-from r1core.trainer.grpo import GRPOTrainer, Prompt, check_weight_sync, sync_weights
+from r1core.trainer.grpo import GRPOTrainer, Prompt, sync_weights
 from r1core.trainer.run_logger import NullLogger, RunLogger
 from r1core.trainer.sft import run_sft
 
@@ -191,7 +191,6 @@ class Pipeline:
 
         cfg = self.cfg
         topology = self.topology
-        check_weight_sync(topology)
         rollout_cfg = cfg.rollout
         if rollout_cfg.dtype == "auto":
             # vLLM's "auto" runs float32 checkpoints in half precision; sample with the
@@ -320,9 +319,7 @@ def start_distributed(cfg: Any) -> Topology:
     from r1core.models.parallel import ParallelConfig, init_distributed
 
     init_distributed(ParallelConfig.coerce(cfg.parallel), seed=cfg.run.seed)
-    topology = Topology.from_parallel_state()
-    check_weight_sync(topology)  # before the cold start, not after it
-    return topology
+    return Topology.from_parallel_state()
 
 
 def build_rollout(start_dir: Path, rollout_cfg: Any, topology: Topology) -> Any:

@@ -57,8 +57,10 @@ def run_sft(
     so the policy's gradient average over replicas is the gradient of the whole batch (as
     one process accumulating the same shares as micro-batches would get); the returned
     metrics are the replicas' mean. ``batch_size`` must divide by the data-parallel size.
+    Under pipeline parallelism the last stage's metrics (the loss lives there) are
+    broadcast to the other stages, so every rank returns the same history.
     """
-    from r1core.trainer.distributed import Topology, check_divisible, reduce_step_metrics
+    from r1core.trainer.distributed import Topology, check_divisible, mean_metrics, reduce_step_metrics
 
     topology = topology or Topology()
     local = check_divisible(config.batch_size, topology.dp_size, what="sft.batch_size")
@@ -80,7 +82,9 @@ def run_sft(
         rows, order = order[: config.batch_size], order[config.batch_size :]
         rows = rows[offset : offset + local]
         micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
-        metrics = {k: float(v) for k, v in policy.train_step(micro, sft_loss).items()}
+        metrics = policy.train_step(micro, sft_loss)
+        # The loss exists on the last pipeline stage only: its floats reach every stage.
+        metrics = topology.broadcast_from_last_stage(mean_metrics([metrics]) if topology.is_last_stage else None)
         if topology.dp_size > 1:
             metrics = reduce_step_metrics(topology.dp_all_gather(metrics))
         history.append(metrics)

@@ -154,16 +154,33 @@ class RecordingEngine:
         self.names = [name for name, _ in source.iter_hf_weights()]
 
 
-def test_weight_sync_leader_sends_and_model_parallel_peers_drain_the_iterator():
+def test_weight_sync_in_one_process_feeds_the_engine():
     from r1core.trainer.distributed import Topology
     from r1core.trainer.grpo import sync_weights
 
-    engine, leader_source = RecordingEngine(), CountingSource(5)
-    sync_weights(leader_source, engine, Topology(world_rank=0, world_size=2, mp_rank=0, mp_size=2))
+    engine, source = RecordingEngine(), CountingSource(5)
+    sync_weights(source, engine, Topology())
     assert engine.names == [f"w{i}" for i in range(5)]
-    # The other tensor-parallel rank has no engine but must take part in every gather.
-    peer_source = CountingSource(5)
-    sync_weights(peer_source, None, Topology(world_rank=1, world_size=2, mp_rank=1, mp_size=2))
-    assert peer_source.consumed == 5
-    with pytest.raises(NotImplementedError, match=r"pipeline parallelism \(parallel.pipeline=2\)"):
-        sync_weights(CountingSource(1), engine, Topology(world_size=2, mp_size=2, pipeline=2))
+    # Under torchrun the engine-less ranks take part through sync_policy_weights (tested
+    # with real process groups in tests/rollout/test_policy_sync.py and
+    # tests/trainer/test_train_distributed.py); one process must hold the engine.
+    with pytest.raises(ValueError, match="needs the rollout engine"):
+        sync_weights(source, None, Topology())
+
+
+def test_last_stage_broadcast_is_identity_without_pipeline():
+    from r1core.trainer.distributed import Topology
+
+    topology = Topology()
+    assert topology.is_last_stage and topology.broadcast_from_last_stage({"loss": 1.5}) == {"loss": 1.5}
+    assert not Topology(pipeline=2, pp_rank=0).is_last_stage and Topology(pipeline=2, pp_rank=1).is_last_stage
+
+
+def test_mean_metrics_averages_steps_into_floats():
+    from r1core.trainer.distributed import mean_metrics
+
+    steps = [{"loss": torch.tensor(1.0), "lr": 1e-3}, {"loss": torch.tensor([3.0]), "lr": torch.tensor(1e-3)}]
+    out = mean_metrics(steps)
+    assert out == {"loss": 2.0, "lr": pytest.approx(1e-3)} and all(type(v) is float for v in out.values())
+    with pytest.raises(ValueError, match="no metrics"):
+        mean_metrics([])
