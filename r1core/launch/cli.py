@@ -138,9 +138,14 @@ def _plan(args: argparse.Namespace) -> int:
         return EXIT_INVALID_LAYOUT
     try:
         layout = resolve_layout(config, args.gpus)
+        if args.config:
+            from r1core.config import RunConfig, load_config
+            from r1core.trainer.distributed import check_batch_layout
+
+            check_batch_layout(load_config(RunConfig, args.config), layout.data)
         model = load_model_shape(args.model) if args.model else None
         notes = check_model_fits(layout, model, args.seq_length) if model else []
-    except LayoutError as error:
+    except (LayoutError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID_LAYOUT
     except (ValueError, FileNotFoundError) as error:

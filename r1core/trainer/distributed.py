@@ -193,6 +193,23 @@ def check_divisible(total: int, dp_size: int, what: str = "trainer.prompts_per_s
     return total // dp_size
 
 
+def check_batch_layout(cfg: Any, dp_size: int) -> None:
+    """Raise ``r1core.config.ConfigError`` (naming the key) when a run configuration's batch
+    sizes do not split over ``dp_size`` data-parallel replicas: ``trainer.prompts_per_step``,
+    and ``sft.batch_size`` when the run has a cold start. Used at start-up and by
+    ``r1core launch plan --config``."""
+    from r1core.config import ConfigError
+
+    checks = [("trainer.prompts_per_step", cfg.trainer.prompts_per_step)]
+    if cfg.sft.epochs > 0:
+        checks.append(("sft.batch_size", cfg.sft.batch_size))
+    for key, value in checks:
+        try:
+            check_divisible(value, dp_size, what=key)
+        except BatchLayoutError as error:
+            raise ConfigError(str(error), key=key) from None
+
+
 def shard_slice(total: int, rank: int, size: int) -> slice:
     """The contiguous share of data-parallel ``rank`` among ``size`` of ``total`` items
     (``total`` must be divisible by ``size``)."""

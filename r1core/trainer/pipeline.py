@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
-from r1core.trainer.distributed import BatchLayoutError, Topology, check_divisible, even_slices, without_torchrun_env
+from r1core.trainer.distributed import Topology, check_batch_layout, even_slices, without_torchrun_env
 from r1core.trainer.grpo import GRPOTrainer, Prompt, sync_weights
 from r1core.trainer.run_logger import NullLogger, RunLogger
 from r1core.trainer.sft import run_sft
@@ -304,18 +304,10 @@ def start_distributed(cfg: Any) -> Topology:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Topology()
-    from r1core.config import ConfigError
     from r1core.launch.layout import resolve_layout
 
     layout = resolve_layout(cfg.parallel, world_size)
-    checks = [("trainer.prompts_per_step", cfg.trainer.prompts_per_step)]
-    if cfg.sft.epochs > 0:
-        checks.append(("sft.batch_size", cfg.sft.batch_size))
-    for key, value in checks:
-        try:
-            check_divisible(value, layout.data, what=key)
-        except BatchLayoutError as error:
-            raise ConfigError(str(error), key=key) from None
+    check_batch_layout(cfg, layout.data)
     from r1core.models.parallel import ParallelConfig, init_distributed
 
     init_distributed(ParallelConfig.coerce(cfg.parallel), seed=cfg.run.seed)

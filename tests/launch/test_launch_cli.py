@@ -83,3 +83,17 @@ def test_plan_reads_the_layout_from_a_run_config(tmp_path, capsys):
     path.write_text("parallel:\n  tensr: 4\n")
     assert main(["plan", "--gpus", "16", "--config", str(path)]) == EXIT_INVALID_LAYOUT
     assert "parallel.tensr" in capsys.readouterr().err
+
+
+def test_plan_checks_the_run_config_batch_against_data_parallelism(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("parallel:\n  tensor: 2\ntrainer:\n  prompts_per_step: 6\nsft:\n  epochs: 0\n")
+    assert main(["plan", "--gpus", "12", "--config", str(path)]) == 0  # DP 6 divides 6
+    capsys.readouterr()
+    assert main(["plan", "--gpus", "16", "--config", str(path)]) == EXIT_INVALID_LAYOUT  # DP 8
+    err = capsys.readouterr().err
+    assert "trainer.prompts_per_step=6 is not divisible by the data-parallel size 8" in err
+    # The cold start's batch is checked only when the run has one.
+    path.write_text("parallel:\n  tensor: 2\ntrainer:\n  prompts_per_step: 8\nsft:\n  batch_size: 12\n")
+    assert main(["plan", "--gpus", "16", "--config", str(path)]) == EXIT_INVALID_LAYOUT
+    assert "sft.batch_size=12" in capsys.readouterr().err
