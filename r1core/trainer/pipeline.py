@@ -233,12 +233,17 @@ class Pipeline:
         else:
             summary["accuracy_start"] = self.evaluate(rollout, 0, progress)
 
+        rollouts_path = self.run_dir / "rollouts" / f"rank_{topology.world_rank:05d}.jsonl"
+        if cfg.logging.rollouts and topology.is_leader:
+            # Samples of steps after the checkpoint belong to the interrupted attempt and are
+            # drawn again (as metrics.jsonl drops its records of those steps).
+            trim_rollouts(rollouts_path, trainer.step_index)
         total_tokens = summary.get("train_tokens", 0.0)
         while trainer.step_index < cfg.trainer.steps:
             result = trainer.step()
             step = trainer.step_index
             if cfg.logging.rollouts and topology.is_leader:
-                write_rollouts(self.run_dir / "rollouts" / f"rank_{topology.world_rank:05d}.jsonl", step, result.batch)
+                write_rollouts(rollouts_path, step, result.batch)
             total_tokens += result.metrics["train_tokens"]
             self.logger.log(step, result.metrics)
             m = result.metrics
@@ -290,6 +295,18 @@ def write_rollouts(path: Path, step: int, batch: Any) -> None:
                 "response_ids": batch.response_ids[row], "reward": float(batch.rewards[row]),
             }
             handle.write(json.dumps(record) + "\n")
+
+
+def trim_rollouts(path: Path, last_step: int) -> None:
+    """Drop the records of steps after ``last_step`` from a rollouts file (atomically)."""
+    if not path.is_file():
+        return
+    from r1core.trainer.run_logger import atomic_write_text
+
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
 
 
 def start_distributed(cfg: Any) -> Topology:
