@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer.test_train_pipeline import weights
+
 pytest.importorskip("vllm")
 pytest.importorskip("megatron.core")
 pytest.importorskip("math_verify")
@@ -71,13 +73,8 @@ def train(root: Path, name: str, *extra: str, procs: int = 1) -> subprocess.Comp
     return result
 
 
-def final_weights(run_dir: Path, stage: str = "final") -> dict:
-    from safetensors.torch import load_file
-
-    tensors = {}
-    for path in sorted((run_dir / stage).glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensors
+# The tensors of a run's Hugging Face checkpoint (``final``, ``sft`` or ``init``).
+final_weights = weights
 
 
 def rollouts(run_dir: Path) -> dict[str, list[dict]]:
