@@ -20,9 +20,18 @@ every sample of a step (r1core's ``train_tokens``; for TRL, the prompt token ids
 step (generation, reward, update, weight sync), from r1core's ``step_s`` and from a
 ``TrainerCallback`` around TRL's optimiser steps.
 
+Two workloads (``--preset``): ``embedded``, the embedded run's ~1M-parameter model on
+3-operand sums, where a step is a few milliseconds of compute per phase and the fixed cost
+of each engine's steps decides; and ``mixed``, a 24M-parameter model of the same
+architecture on problems of 2 to 10 operands with a 256-token budget, where a step is
+compute and the spread of response lengths decides how much of it goes to padding (TRL's
+``generate`` runs every row until the longest sample ends and its update pads every row to
+it; vLLM retires a sample when it ends and r1core's update packs the samples).
+
 Run from the repository root::
 
-    python -m perf.compare_trl --steps 8 --prompts 8 --group 8 --max-tokens 48
+    python -m perf.compare_trl                    # embedded: 8 steps x 8 prompts x 8, <= 48 tokens
+    python -m perf.compare_trl --preset mixed     # mixed:    6 steps x 8 prompts x 8, <= 256 tokens
 """
 
 from __future__ import annotations
@@ -49,6 +58,11 @@ CAVEATS = """## How to read this
   generates with transformers' `generate` (its vLLM paths need CUDA, so `use_vllm=False`
   is the only CPU option); r1core generates with vLLM's CPU backend. The generation engine
   is part of what is compared.
+- Per step, the generation time of each side is measured alone (r1core's `generate_s`; for
+  TRL, around the model's `generate`); the rest of a step is the reward, the update and,
+  for r1core, the weight sync. "longest/mean" is the longest response of a step over the
+  step's mean response, averaged over steps: the share of padded work TRL's `generate`
+  and padded update do.
 - The first step of each side carries start-up work (first-call allocations, oneDNN
   prepacking); the ratio is given over all steps, over steps 2..N, and for the fastest
   step of each side (other processes on a shared machine only slow steps down, so the
@@ -63,23 +77,54 @@ CAVEATS = """## How to read this
 """
 
 
+#: Workloads: each fills the flags left unset on the command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The embedded run's model (~1M parameters) and task (3-operand sums, answers of ~22
+    # tokens, all about as long): a step is a few milliseconds of compute per phase, so it
+    # measures the fixed cost of each engine's steps.
+    "embedded": {"steps": 8, "max_tokens": 48, "sft_epochs": 20.0},
+    # A 24M-parameter Qwen2 shape on problems of 2 to 10 operands, whose worked solutions
+    # run from ~15 to ~150 tokens (a spread like a real math set's), 256-token budget: a
+    # step is compute, and how much of it goes to padding decides the result.
+    "mixed": {"steps": 6, "max_tokens": 256, "sft_epochs": 3.0, "num_terms": 2.0, "max_terms": 10,
+              "hidden_size": 512, "num_layers": 8, "intermediate_size": 1536, "num_heads": 8},
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8, help="GRPO optimiser steps for each trainer")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="embedded",
+                        help="workload whose settings fill the flags not given (see PRESETS)")
+    parser.add_argument("--steps", type=int, default=None, help="GRPO optimiser steps for each trainer")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
     parser.add_argument("--group", type=int, default=8, help="samples per prompt (group size)")
-    parser.add_argument("--max-tokens", type=int, default=48, help="maximum completion tokens")
+    parser.add_argument("--max-tokens", type=int, default=None, help="maximum completion tokens")
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate of both trainers")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/compare_trl"),
                         help="folder for the cold start and both runs (a fresh one is made per invocation)")
     parser.add_argument("--start-dir", type=Path, default=None,
                         help="an existing cold-started HF checkpoint (with tokenizer) to reuse")
-    parser.add_argument("--sft-epochs", type=float, default=20.0, help="cold-start SFT epochs when preparing")
+    parser.add_argument("--num-terms", type=float, default=None,
+                        help="arithmetic operands per problem (default: the run configuration's, 3)")
+    parser.add_argument("--max-terms", type=int, default=None,
+                        help="draw the operand count uniformly from --num-terms..--max-terms: problems of mixed "
+                             "size, whose solutions (and so response lengths) spread as a real benchmark's do")
+    parser.add_argument("--hidden-size", type=int, default=None, help="model width (default: the embedded model's)")
+    parser.add_argument("--num-layers", type=int, default=None, help="decoder layers (default: the embedded model's)")
+    parser.add_argument("--intermediate-size", type=int, default=None, help="SwiGLU width (default: the embedded model's)")
+    parser.add_argument("--num-heads", type=int, default=None, help="query heads (default: the embedded model's)")
+    parser.add_argument("--sft-epochs", type=float, default=None, help="cold-start SFT epochs when preparing")
+    parser.add_argument("--trl-generation", choices=("generate", "continuous_batching"), default="generate",
+                        help="TRL's CPU generation path: transformers generate, or transformers' continuous batching "
+                             "(use_transformers_continuous_batching)")
     parser.add_argument("--skip-trl", action="store_true", help="run only the r1core side")
     parser.add_argument("--skip-r1core", action="store_true", help="run only the TRL side")
     parser.add_argument("--no-write", action="store_true", help="print, do not write perf/results")
     args = parser.parse_args(argv)
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("steps", "prompts", "group", "max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -111,7 +156,19 @@ def sample_tokens(prompt_ids: list[list[int]], completion_ids: list[list[int]]) 
 
 def run_config_overrides(args: argparse.Namespace) -> list[str]:
     """Data and reward settings shared by the cold start and the r1core run (the defaults)."""
-    return [f"run.seed={args.seed}"]
+    overrides = [f"run.seed={args.seed}"]
+    if args.num_terms is not None:
+        overrides.append(f"data.options.num_terms={args.num_terms}")
+    if args.max_terms is not None:
+        overrides.append(f"data.options.max_terms={args.max_terms}")
+    return overrides
+
+
+def model_overrides(args: argparse.Namespace) -> list[str]:
+    """The model shape given on the command line, as overrides of the embedded model."""
+    fields = {"hidden_size": args.hidden_size, "num_layers": args.num_layers,
+              "intermediate_size": args.intermediate_size, "num_attention_heads": args.num_heads}
+    return [f"embedded.model.{k}={v}" for k, v in fields.items() if v is not None]
 
 
 # ----------------------------------------------------------------------------- cold start
@@ -122,7 +179,7 @@ def prepare_start(args: argparse.Namespace, work: Path) -> Path:
     from r1core.config.run import RunConfig
     from r1core.trainer.pipeline import Pipeline
 
-    cfg = load_config(RunConfig, None, run_config_overrides(args) + [
+    cfg = load_config(RunConfig, None, run_config_overrides(args) + model_overrides(args) + [
         f"run.output_root={work}", "run.name=coldstart", f"sft.epochs={args.sft_epochs}", "logging.tensorboard=false",
     ])
     pipeline = Pipeline(cfg)
@@ -159,6 +216,7 @@ def run_r1core(args: argparse.Namespace, start: Path, work: Path) -> dict[str, A
         f"policy.lr={args.lr}", f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.samples_per_prompt={args.group}", f"trainer.max_response_tokens={args.max_tokens}",
         f"eval.every={args.steps}", "eval.k=1", "logging.tensorboard=false", f"checkpoint.interval={args.steps}",
+        f"rollout.max_model_len={max(256, args.max_tokens + 128)}",
     ]
     command = [sys.executable, "-m", "r1core.cli", "train", *overrides]
     start_time = time.perf_counter()
@@ -178,6 +236,8 @@ def run_r1core(args: argparse.Namespace, start: Path, work: Path) -> dict[str, A
         "reward": [r["reward_mean"] for r in train],
         "accuracy": [r.get("reward/math_accuracy") for r in train],
         "response_length": [r["response_length_mean"] for r in train],
+        "response_length_max": [r["response_length_max"] for r in train],
+        "generate_s": [r["generate_s"] for r in train],
     }
 
 
@@ -203,7 +263,23 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
                                 configs={"r1_format": {"allow_missing_think_open": True}})
     eos_id = tokenizer.eos_token_id
 
-    per_step: dict[str, list[float]] = {"train_tokens": [], "reward": [], "accuracy": [], "response_length": []}
+    per_step: dict[str, list[float]] = {"train_tokens": [], "reward": [], "accuracy": [], "response_length": [],
+                                        "response_length_max": [], "generate_s": []}
+
+    # Generation time per step: TRL calls the model's generate (or generate_batch) once per
+    # generation batch, which is one optimiser step here.
+    for method in ("generate", "generate_batch"):
+        inner = getattr(model, method, None)
+        if inner is None:
+            continue
+
+        def timed(*a, _inner=inner, **k):
+            t0 = time.perf_counter()
+            out = _inner(*a, **k)
+            per_step["generate_s"].append(time.perf_counter() - t0)
+            return out
+
+        setattr(model, method, timed)
 
     def r1core_reward(prompts: list[str], completions: list[str], completion_ids: list[list[int]],
                       answer: list[str], **_: Any) -> list[float]:
@@ -218,6 +294,7 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
         per_step["reward"].append(sum(totals) / len(totals))
         per_step["accuracy"].append(sum(parts["math_accuracy"]) / len(totals))
         per_step["response_length"].append(sum(len(c) for c in completion_ids) / len(completion_ids))
+        per_step["response_length_max"].append(float(max(len(c) for c in completion_ids)))
         return totals
 
     step_s: list[float] = []
@@ -252,6 +329,7 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
         scale_rewards="group",
         num_iterations=1,
         use_vllm=False,  # TRL's vLLM paths need CUDA
+        use_transformers_continuous_batching=args.trl_generation == "continuous_batching",
         bf16=False,
         fp16=False,
         use_cpu=True,
@@ -268,9 +346,9 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     start_time = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start_time
-    if len(step_s) != args.steps or len(per_step["train_tokens"]) != args.steps:
-        raise RuntimeError(f"TRL ran {len(step_s)} steps and scored {len(per_step['train_tokens'])} batches, "
-                           f"expected {args.steps} of each")
+    if not (len(step_s) == len(per_step["train_tokens"]) == len(per_step["generate_s"]) == args.steps):
+        raise RuntimeError(f"TRL ran {len(step_s)} steps, generated {len(per_step['generate_s'])} batches and "
+                           f"scored {len(per_step['train_tokens'])}, expected {args.steps} of each")
     logged = [h for h in trainer.state.log_history if "reward" in h]
     return {"wall_s": wall, "step_s": step_s, **per_step,
             "logged_reward": [h["reward"] for h in logged],
@@ -278,6 +356,35 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- report
+
+def qwen2_parameters(config: dict[str, Any]) -> int:
+    """Parameter count of a Qwen2 ``config.json`` (embeddings, attention with q/k/v biases,
+    SwiGLU, RMSNorm weights; the LM head unless tied)."""
+    h, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    head_dim = config.get("head_dim") or h // heads
+    qkv = head_dim * (heads + 2 * kv)
+    per_layer = h * qkv + qkv + heads * head_dim * h + 3 * h * inter + 2 * h
+    embeddings = config["vocab_size"] * h * (1 if config.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + h
+
+
+def describe_model(hf_dir: Path) -> str:
+    """``Qwen2, 24.2M parameters (hidden 512, 8 layers, ...)`` from a checkpoint's config.json."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    kv = config.get("num_key_value_heads") or config["num_attention_heads"]
+    return (f"Qwen2, {qwen2_parameters(config) / 1e6:.1f}M parameters (hidden {config['hidden_size']}, "
+            f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads / {kv} KV, "
+            f"SwiGLU {config['intermediate_size']}, vocab {config['vocab_size']})")
+
+
+def describe_task(args: argparse.Namespace) -> str:
+    if args.max_terms:
+        terms = f"{args.num_terms:g} to {args.max_terms} operands, uniformly"
+    else:
+        terms = f"{args.num_terms if args.num_terms is not None else 3:g} operands"
+    return f"{terms}; operands <= 5"
+
 
 def summarize(name: str, run: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -293,6 +400,11 @@ def summarize(name: str, run: dict[str, Any]) -> dict[str, Any]:
         "reward_last3_mean": sum(run["reward"][-3:]) / len(run["reward"][-3:]),
         "accuracy_last": run["accuracy"][-1],
         "response_length_last": run["response_length"][-1],
+        "response_length_mean": sum(run["response_length"]) / len(run["response_length"]),
+        # Longest response of a step over its mean, averaged: what padding to the longest costs.
+        "max_over_mean_length": sum(m / a for m, a in zip(run["response_length_max"], run["response_length"]))
+        / len(run["response_length"]),
+        "median_generate_s": sorted(run["generate_s"])[len(run["generate_s"]) // 2],
         "train_tokens_total": sum(run["train_tokens"]),
         "wall_s": run["wall_s"],
     }
@@ -332,12 +444,15 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "what": "end-to-end GRPO step (generate, reward, update, weight sync) on CPU, r1core vs TRL GRPOTrainer",
-        "model": f"embedded tiny Qwen2 after r1core cold-start SFT ({start})",
-        "task": "synthetic arithmetic (r1core defaults: 3 terms, operands <= 5), compact template, 700 training problems",
+        "preset": args.preset,
+        "model": f"{describe_model(start)} after r1core cold-start SFT ({start})",
+        "task": f"synthetic arithmetic ({describe_task(args)}), compact template, 700 training problems",
         "reward": "math_accuracy + 0.1 * r1_format (r1core.rewards, in-process for TRL, worker pool for r1core)",
         "shape": f"{args.steps} steps x {args.prompts} prompts x {args.group} samples, <= {args.max_tokens} completion tokens",
         "optimiser": f"AdamW lr {args.lr} constant, grad clip 1.0, one on-policy update per step, DAPO loss, clip 0.2/0.28, no KL, fp32",
-        "generation": "r1core: vLLM CPU backend; TRL: transformers generate (use_vllm=False: TRL's vLLM paths need CUDA)",
+        "generation": ("r1core: vLLM CPU backend; TRL: transformers "
+                       + ("generate" if args.trl_generation == "generate" else "continuous batching")
+                       + " (use_vllm=False: TRL's vLLM paths need CUDA)"),
         "tokens": "prompt + completion tokens of every sample of a step, summed, over the summed step wall time",
         "ratio_r1core_over_trl": None if ratio is None else round(ratio, 3),
         "ratio_r1core_over_trl_after_step1": None if ratio_steady is None else round(ratio_steady, 3),
@@ -349,15 +464,18 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": [round(x, 2) for x in load_end],
         "cold_start": (f"reused --start-dir {start}" if args.start_dir
                        else f"prepared here: r1core cold-start SFT, {args.sft_epochs} epochs, {cold_start_s:.0f} s"),
-        "per_step": {name: {k: run[k] for k in ("train_tokens", "step_s", "reward")} for name, run in runs.items()},
+        "per_step": {name: {k: run[k] for k in ("train_tokens", "step_s", "generate_s", "reward", "response_length",
+                                                "response_length_max")}
+                     for name, run in runs.items()},
     }
     if "r1core" in runs:
         meta["r1core_command"] = runs["r1core"]["command"]
     results = [
-        Result(case=f"{args.prompts}x{args.group}x{args.max_tokens}tok", impl=name,
+        Result(case=f"{args.preset}: {args.prompts}x{args.group}x{args.max_tokens}tok", impl=name,
                ms=1e3 * s["median_step_s"],
                note=f"{s['tokens_per_s']:.0f} tok/s ({s['tokens_per_s_after_step1']:.0f} after step 1, "
-                    f"{s['best_step_tokens_per_s']:.0f} fastest step); "
+                    f"{s['best_step_tokens_per_s']:.0f} fastest step); generate {s['median_generate_s']:.2f} s/step; "
+                    f"responses {s['response_length_mean']:.0f} tokens, longest/mean {s['max_over_mean_length']:.1f}; "
                     f"reward {s['reward_first']:.3f} -> {s['reward_last']:.3f} at step {args.steps}",
                extra=s)
         for name, s in summaries.items()
@@ -365,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in summaries.values():
         print(json.dumps(s))
     if not args.no_write:
-        path = write_results("grpo_step_vs_trl", torch.device("cpu"), results, meta)
+        name = "grpo_step_vs_trl" if args.preset == "embedded" else f"grpo_step_vs_trl_{args.preset}"
+        path = write_results(name, torch.device("cpu"), results, meta)
         with path.with_suffix(".md").open("a") as md:
             md.write("\n" + CAVEATS)
         print(f"wrote {path}")

@@ -184,8 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Intel MKL picks GEMM code paths by buffer alignment, so the same run can round
     # differently from one process to the next; conditional numerical reproducibility
     # (fastest path for this processor, fixed per machine) makes a resumed CPU run equal
-    # the uninterrupted one bit for bit. Read when MKL first loads, hence before torch.
+    # the uninterrupted one bit for bit. CNR also needs a thread count MKL and OpenMP do
+    # not lower at run time (MKL's documented reproducibility conditions). Read when MKL
+    # first loads, hence before torch.
     os.environ.setdefault("MKL_CBWR", "AUTO")
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+    os.environ.setdefault("OMP_DYNAMIC", "FALSE")
     argv = list(sys.argv[1:] if argv is None else argv)
     # bench and launch own their argument parsing; everything after the word goes to them.
     if argv and argv[0] == "bench":

@@ -205,6 +205,27 @@ def aggregate(row_values: torch.Tensor, row_tokens: torch.Tensor, aggregation: s
     raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
 
 
+def aggregation_denominator(row_tokens: torch.Tensor, aggregation: str, norm_length: float) -> float:
+    """What :func:`aggregate` divides the batch's summed row terms by, before its clamps:
+    the token count (token-mean), the row count (seq-mean-token-sum), the non-empty row
+    count (seq-mean-token-mean) or rows x ``norm_length`` (seq-mean-token-sum-norm).
+
+    A trainer that splits a batch into micro-batches (and data-parallel shares) weights
+    micro-batch ``i``'s loss by ``denominator_i / sum(denominators)`` to get the loss of the
+    whole batch, not the mean of per-micro-batch means (which over-weights the tokens of
+    short micro-batches under token-mean).
+    """
+    if aggregation == "token-mean":
+        return float(row_tokens.sum())
+    if aggregation == "seq-mean-token-sum":
+        return float(row_tokens.shape[0])
+    if aggregation == "seq-mean-token-mean":
+        return float((row_tokens > 0).sum())
+    if aggregation == "seq-mean-token-sum-norm":
+        return float(row_tokens.shape[0] * norm_length)
+    raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+
+
 def loss_from_row_stats(
     stats: torch.Tensor, kl_coef: float, aggregation: str, norm_length: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -173,9 +173,30 @@ class Topology:
         if self.dp_size == 1:
             return value
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-        tensor = torch.tensor([float(value)], dtype=torch.float64)
+        # NCCL reduces device tensors only; gloo (CPU) host ones.
+        device = "cuda" if dist.get_backend(self.dp_group) == "nccl" else "cpu"
+        tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
         dist.all_reduce(tensor, op=ops[op], group=self.dp_group)
         return float(tensor.item())
+
+
+def global_loss_scales(denominators: Sequence[float], topology: "Topology") -> list[float]:
+    """Factors for the micro-batch losses of one optimiser step, so that the step minimises
+    the loss of the whole global batch.
+
+    ``Policy.train_step`` minimises the mean of its micro-batch losses, and data parallelism
+    averages the replicas' gradients. When each micro-batch loss is a ratio
+    ``numerator_i / denominator_i`` (a token-mean over its own tokens, say), that mean of
+    means weights a token of a short micro-batch (or replica) more than one of a long one.
+    Multiplying loss ``i`` by ``denominator_i * num_micro * dp_size / total`` (``total``
+    summed over the micro-batches of every replica: one all-reduce) turns it into
+    ``sum(numerators) / total``, as if the global batch were one micro-batch. Collective over
+    the data-parallel group: every replica calls it once per optimiser step.
+    """
+    total = float(sum(denominators))
+    total = topology.dp_all_reduce(total, op="sum")
+    factor = len(denominators) * topology.dp_size
+    return [d * factor / total if total > 0 else 0.0 for d in denominators]
 
 
 # ---------------------------------------------------------------------- batch sharding

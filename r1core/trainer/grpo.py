@@ -13,7 +13,7 @@ logging at the end of the step).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
@@ -22,7 +22,16 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.trainer.config import GRPOConfig
-from r1core.trainer.distributed import Topology, check_divisible, even_slices, mean_metrics, reduce_step_metrics
+from r1core.algos.losses import resolve_config
+from r1core.ops.grpo_loss import aggregation_denominator
+from r1core.trainer.distributed import (
+    Topology,
+    check_divisible,
+    even_slices,
+    global_loss_scales,
+    mean_metrics,
+    reduce_step_metrics,
+)
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -105,6 +114,13 @@ class GRPOTrainer:
         self.config = config
         self.algorithm = algorithm
         self.loss_config = algorithm.loss_config()
+        if self.loss_config.norm_length is None:
+            # Dr. GRPO's constant: the generation budget (the loss op's own default, the
+            # padded width of a micro-batch, would change with every micro-batch's prompts).
+            self.loss_config = replace(self.loss_config, norm_length=float(config.max_response_tokens))
+        # The loss's aggregation once its defaults are filled in: it decides what each
+        # micro-batch's share of the global batch is (see global_loss_scales).
+        self._resolved_loss = resolve_config(algorithm.loss, self.loss_config)
         self.policy = policy
         self.rollout = rollout
         self.prompts = prompts
@@ -326,6 +342,9 @@ class GRPOTrainer:
             entropy=entropy,
         )
         loss, metrics = compute_policy_loss(self.algorithm.loss, inputs, self.loss_config)
+        # The micro-batch's share of the global batch's loss (its own aggregate is over its
+        # own tokens or rows only).
+        loss = loss * micro["loss_scale"]
         weight = mask.float()
         count = weight.sum().clamp(min=1)
         gap = (logp.detach() - micro["rollout_logp"]).abs() * (weight > 0)
@@ -369,6 +388,7 @@ class GRPOTrainer:
             order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
             for rows in self._mini_batch_rows(order):
                 micro = micro_batches(batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=rows)
+                self._set_loss_scales(micro)
                 update_metrics.append(
                     self.policy.train_step(micro, self.loss_fn, temperature=cfg.temperature, return_entropy=True)
                 )
@@ -411,6 +431,15 @@ class GRPOTrainer:
             metrics = reduce_step_metrics(self.topology.dp_all_gather(metrics))
         self.step_index += 1
         return StepResult(metrics, batch)
+
+    def _set_loss_scales(self, micro: list[dict[str, Any]]) -> None:
+        """Weight each micro-batch's loss by its share of the optimiser step's global batch
+        (all micro-batches of all replicas): a DAPO token-mean is then over every token of
+        the step, not a mean of micro-batch means. One host all-reduce over replicas."""
+        agg = self._resolved_loss
+        denominators = [aggregation_denominator(m["mask"].sum(1), agg.aggregation, agg.norm_length) for m in micro]
+        for m, scale in zip(micro, global_loss_scales(denominators, self.topology)):
+            m["loss_scale"] = scale
 
     def _mini_batch_rows(self, order: list[int]) -> list[list[int]]:
         """``order`` split into the optimiser steps of one pass.

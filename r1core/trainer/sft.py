@@ -16,11 +16,24 @@ from r1core.trainer.samples import response_mask
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
-    """Token-mean NLL over ``micro["mask"]`` (response tokens)."""
+    """Token-mean NLL over ``micro["mask"]`` (response tokens), weighted by the micro-batch's
+    ``loss_scale`` (its share of the step's tokens, :func:`set_loss_scales`); the ``nll``
+    metric is the micro-batch's own mean."""
     mask = micro["mask"]
     count = mask.sum().clamp(min=1)
     nll = -(logp * mask).sum() / count
-    return nll, {"nll": nll.detach()}
+    return nll * micro.get("loss_scale", 1.0), {"nll": nll.detach()}
+
+
+def set_loss_scales(micro: list[dict[str, Any]], topology: Any) -> None:
+    """Weight the micro-batches by their response tokens over the whole step's (every
+    replica's), so the step minimises the token-mean NLL of the global batch rather than a
+    mean of micro-batch means, which over-weights the tokens of short micro-batches."""
+    from r1core.trainer.distributed import global_loss_scales
+
+    scales = global_loss_scales([float(m["mask"].sum()) for m in micro], topology)
+    for m, scale in zip(micro, scales):
+        m["loss_scale"] = scale
 
 
 def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_batch_size: int) -> list[dict[str, Any]]:
@@ -82,6 +95,7 @@ def run_sft(
         rows, order = order[: config.batch_size], order[config.batch_size :]
         rows = rows[offset : offset + local]
         micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
+        set_loss_scales(micro, topology)
         metrics = policy.train_step(micro, sft_loss)
         # The loss exists on the last pipeline stage only: its floats reach every stage.
         metrics = topology.broadcast_from_last_stage(mean_metrics([metrics]) if topology.is_last_stage else None)

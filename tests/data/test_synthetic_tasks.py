@@ -123,3 +123,20 @@ def test_sft_pairs_follow_the_template():
     r1 = sft_pairs(task, problems, get_template("r1-zero"))
     assert all(prompt.endswith("Assistant:") and r1_format_ok(completion) for prompt, completion in r1)
     assert all(task.verify(c, p.answer) == 1.0 for (_, c), p in zip(r1, problems))
+
+
+def test_arithmetic_max_terms_mixes_problem_sizes():
+    task = ArithmeticTask(ArithmeticConfig(num_terms=2, max_terms=6, max_operand=5))
+    problems = task.generate(600, seed=0)
+    counts = [len(p.meta["tokens"]) // 2 + 1 for p in problems]
+    # Every count from 2 to 6, about equally often, and each answer is still the exact value.
+    assert set(counts) == {2, 3, 4, 5, 6}
+    assert all(80 <= counts.count(n) <= 160 for n in range(2, 7))
+    assert all(task.verify(task.solution_trace(p), p.answer) == 1.0 for p in problems[:50])
+    lengths = [len(task.solution_trace(p)) for p in problems]
+    assert max(lengths) > 3 * min(lengths)
+    # Without max_terms the stream of problems is the one num_terms alone gives.
+    assert ArithmeticTask(ArithmeticConfig(num_terms=3, max_operand=5)).generate(5, seed=1) == \
+        ArithmeticTask(ArithmeticConfig(num_terms=3, max_operand=5, max_terms=0)).generate(5, seed=1)
+    with pytest.raises(ValueError, match="max_terms"):
+        ArithmeticConfig(num_terms=4, max_terms=3)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from perf.compare_trl import parse_args, sample_tokens, throughput, training_prompts
+import json
+
+from perf.compare_trl import (
+    describe_model,
+    qwen2_parameters,
+    model_overrides,
+    parse_args,
+    run_config_overrides,
+    sample_tokens,
+    throughput,
+    training_prompts,
+)
 
 
 def test_defaults_and_bad_arguments():
@@ -35,15 +46,48 @@ def test_throughput_sums_before_dividing_and_skips_first():
         throughput([], [])
 
 
-def test_training_prompts_are_the_pipeline_ones():
+def test_presets_fill_only_the_flags_not_given():
+    args = parse_args(["--preset", "mixed", "--steps", "2"])
+    assert (args.steps, args.max_tokens, args.num_terms, args.max_terms, args.hidden_size) == (2, 256, 2.0, 10, 512)
+    assert model_overrides(args) == [
+        "embedded.model.hidden_size=512", "embedded.model.num_layers=8",
+        "embedded.model.intermediate_size=1536", "embedded.model.num_attention_heads=8",
+    ]
+    assert "data.options.max_terms=10" in run_config_overrides(args)
+    embedded = parse_args([])
+    assert model_overrides(embedded) == [] and run_config_overrides(embedded) == ["run.seed=1234"]
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "huge"])
+
+
+def test_describe_model_counts_parameters(tmp_path):
+    """The parameter count in the report is the one transformers builds."""
+    import torch
+    import transformers
+
+    config = transformers.Qwen2Config(vocab_size=101, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=96, tie_word_embeddings=True)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert qwen2_parameters(config.to_dict()) == sum(p.numel() for p in model.parameters())
+    assert describe_model(tmp_path).startswith("Qwen2, 0.1M parameters (hidden 64, 3 layers, 4 heads / 2 KV")
+    config.tie_word_embeddings = False
+    with torch.device("meta"):
+        untied = transformers.AutoModelForCausalLM.from_config(config)
+    assert qwen2_parameters(config.to_dict()) == sum(p.numel() for p in untied.parameters())
+
+
+@pytest.mark.parametrize("argv", [[], ["--preset", "mixed"]])
+def test_training_prompts_are_the_pipeline_ones(argv):
     """TRL's dataset holds the same prompt strings and answers the r1core run trains on."""
     from r1core.config.loader import load_config
     from r1core.config.run import RunConfig
     from r1core.trainer.pipeline import Pipeline
 
-    args = parse_args([])
+    args = parse_args(argv)
     prompts, answers = training_prompts(args)
-    cfg = load_config(RunConfig, None, [])
+    cfg = load_config(RunConfig, None, run_config_overrides(args))
     pipeline = Pipeline.__new__(Pipeline)
     pipeline.cfg = cfg
     pipeline.build_task()

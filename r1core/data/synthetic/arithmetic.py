@@ -27,16 +27,23 @@ class ArithmeticConfig:
     max_operand: operands are drawn uniformly from ``0..max_operand``.
     mul_prob: probability that an operator is ``*`` (the others are ``+``/``-`` evenly).
     max_mul_operand: bound on the operands next to a ``*`` (keeps products small).
+    max_terms: 0 lets ``num_terms`` alone set the count. Above it, the count is drawn
+        uniformly from ``floor(num_terms)..max_terms``: a set of mixed difficulty whose
+        solutions range from a line to many (the working grows with the square of the
+        count), so response lengths spread the way a real benchmark's do.
     """
 
     num_terms: float = 3.0
     max_operand: int = 9
     mul_prob: float = 0.0
     max_mul_operand: int = 9
+    max_terms: int = 0
 
     def __post_init__(self) -> None:
         if not self.num_terms >= 2:
             raise ValueError(f"num_terms must be >= 2, got {self.num_terms}")
+        if self.max_terms and self.max_terms < math.floor(self.num_terms):
+            raise ValueError(f"max_terms ({self.max_terms}) must be 0 or >= num_terms ({self.num_terms})")
         if self.max_operand < 1 or self.max_mul_operand < 1:
             raise ValueError("max_operand and max_mul_operand must be >= 1")
         if not 0.0 <= self.mul_prob <= 1.0:
@@ -95,7 +102,10 @@ class ArithmeticTask:
 
     def _sample_tokens(self, rng: random.Random) -> list:
         cfg = self.config
-        num_terms = int(math.floor(cfg.num_terms)) + (rng.random() < cfg.num_terms - math.floor(cfg.num_terms))
+        if cfg.max_terms:
+            num_terms = rng.randint(int(math.floor(cfg.num_terms)), cfg.max_terms)
+        else:
+            num_terms = int(math.floor(cfg.num_terms)) + (rng.random() < cfg.num_terms - math.floor(cfg.num_terms))
         ops = ["*" if rng.random() < cfg.mul_prob else rng.choice("+-") for _ in range(num_terms - 1)]
         tokens: list = []
         for i in range(num_terms):
