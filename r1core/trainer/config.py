@@ -83,7 +83,8 @@ class SFTConfig:
     batch_size: int = 64
     """Traces per optimiser step."""
     micro_batch_size: int = 64
-    """Traces per forward/backward."""
+    """Traces per forward/backward; the loss is the token-mean over the whole batch however
+    it is split."""
     lr: float = 3e-3
     """Learning rate (AdamW)."""
     trace_noise: float = 0.5
@@ -150,7 +151,9 @@ class GRPOConfig:
     exactly on-policy and the old log-probs equal the current ones, so that forward is
     skipped."""
     micro_batch_size: int = 256
-    """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
+    """Samples per forward/backward (gradient accumulation inside a mini-batch). It does not
+    change the update: each micro-batch's loss is weighted by its share of the mini-batch
+    over every data-parallel replica (a token-mean is over all the step's tokens)."""
     overlong_buffer: int = 0
     """DAPO overlong reward shaping: a linear penalty over the last ``overlong_buffer`` tokens
     before ``max_response_tokens`` (0 turns it off)."""
