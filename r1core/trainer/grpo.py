@@ -19,11 +19,11 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_advantages, compute_policy_loss, kl_reward
+from r1core.algos.losses import resolve_config
 from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
-from r1core.trainer.config import GRPOConfig
-from r1core.algos.losses import resolve_config
 from r1core.ops.grpo_loss import aggregation_denominator
+from r1core.trainer.config import GRPOConfig
 from r1core.trainer.distributed import (
     Topology,
     check_divisible,
