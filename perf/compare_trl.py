@@ -188,12 +188,11 @@ def prepare_start(args: argparse.Namespace, work: Path) -> Path:
     return pipeline.cold_start(init, lambda message: None)
 
 
-def training_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The training problems of the run configuration as (prompt string, gold answer)."""
+def training_task(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The run configuration's synthetic task (with its ``data.options``) and data section."""
     from r1core.config.loader import load_config
     from r1core.config.run import RunConfig
-    from r1core.data.synthetic.base import get_task, split_problems
-    from r1core.data.templates import get_template
+    from r1core.data.synthetic.base import get_task
     from dataclasses import replace
 
     section = load_config(RunConfig, None, run_config_overrides(args)).data
@@ -201,6 +200,15 @@ def training_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if section.options:
         fields = {k: int(v) if isinstance(getattr(task.config, k, None), int) else v for k, v in section.options.items()}
         task = get_task(section.task, config=replace(task.config, **fields))
+    return task, section
+
+
+def training_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The training problems of the run configuration as (prompt string, gold answer)."""
+    from r1core.data.synthetic.base import split_problems
+    from r1core.data.templates import get_template
+
+    task, section = training_task(args)
     train, _ = split_problems(task, section.num_train, section.num_eval, seed=section.seed)
     template = get_template(section.template)
     return [template(p.problem) for p in train], [p.answer for p in train]
@@ -357,33 +365,27 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------- report
 
-def qwen2_parameters(config: dict[str, Any]) -> int:
-    """Parameter count of a Qwen2 ``config.json`` (embeddings, attention with q/k/v biases,
-    SwiGLU, RMSNorm weights; the LM head unless tied)."""
-    h, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
-    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
-    head_dim = config.get("head_dim") or h // heads
-    qkv = head_dim * (heads + 2 * kv)
-    per_layer = h * qkv + qkv + heads * head_dim * h + 3 * h * inter + 2 * h
-    embeddings = config["vocab_size"] * h * (1 if config.get("tie_word_embeddings") else 2)
-    return layers * per_layer + embeddings + h
-
-
 def describe_model(hf_dir: Path) -> str:
-    """``Qwen2, 24.2M parameters (hidden 512, 8 layers, ...)`` from a checkpoint's config.json."""
-    config = json.loads((hf_dir / "config.json").read_text())
-    kv = config.get("num_key_value_heads") or config["num_attention_heads"]
-    return (f"Qwen2, {qwen2_parameters(config) / 1e6:.1f}M parameters (hidden {config['hidden_size']}, "
-            f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads / {kv} KV, "
-            f"SwiGLU {config['intermediate_size']}, vocab {config['vocab_size']})")
+    """``Qwen2, 24.2M parameters (hidden 512, 8 layers, ...)``: the shape from a checkpoint's
+    config.json, the count from the model transformers builds from it (on the meta device)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(hf_dir)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_config(config).parameters())
+    return (f"Qwen2, {count / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
+            f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads / {config.num_key_value_heads} KV, "
+            f"SwiGLU {config.intermediate_size}, vocab {config.vocab_size})")
 
 
 def describe_task(args: argparse.Namespace) -> str:
-    if args.max_terms:
-        terms = f"{args.num_terms:g} to {args.max_terms} operands, uniformly"
+    """The arithmetic task's operand counts and bound, as the run configuration sets them."""
+    config = training_task(args)[0].config
+    if config.max_terms:
+        terms = f"{config.num_terms:g} to {config.max_terms} operands, uniformly"
     else:
-        terms = f"{args.num_terms if args.num_terms is not None else 3:g} operands"
-    return f"{terms}; operands <= 5"
+        terms = f"{config.num_terms:g} operands"
+    return f"{terms}; operands <= {config.max_operand}"
 
 
 def summarize(name: str, run: dict[str, Any]) -> dict[str, Any]:

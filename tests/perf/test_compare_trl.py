@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import json
-
 from perf.compare_trl import (
     describe_model,
-    qwen2_parameters,
+    describe_task,
     model_overrides,
     parse_args,
     run_config_overrides,
@@ -61,21 +59,24 @@ def test_presets_fill_only_the_flags_not_given():
 
 
 def test_describe_model_counts_parameters(tmp_path):
-    """The parameter count in the report is the one transformers builds."""
-    import torch
+    """The count in the report is the model's, the LM head counted once when tied."""
     import transformers
 
-    config = transformers.Qwen2Config(vocab_size=101, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+    # Per layer: q/k/v 64x128 + biases 128, o 64x64, SwiGLU 3x64x96, two norms 128 = 30976.
+    config = transformers.Qwen2Config(vocab_size=4000, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                                       num_key_value_heads=2, intermediate_size=96, tie_word_embeddings=True)
-    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    assert qwen2_parameters(config.to_dict()) == sum(p.numel() for p in model.parameters())
-    assert describe_model(tmp_path).startswith("Qwen2, 0.1M parameters (hidden 64, 3 layers, 4 heads / 2 KV")
+    config.save_pretrained(tmp_path)
+    # 3 x 30976 + 4000 x 64 + 64 = 348992
+    assert describe_model(tmp_path) == ("Qwen2, 0.3M parameters (hidden 64, 3 layers, 4 heads / 2 KV, "
+                                        "SwiGLU 96, vocab 4000)")
     config.tie_word_embeddings = False
-    with torch.device("meta"):
-        untied = transformers.AutoModelForCausalLM.from_config(config)
-    assert qwen2_parameters(config.to_dict()) == sum(p.numel() for p in untied.parameters())
+    config.save_pretrained(tmp_path)
+    assert describe_model(tmp_path).startswith("Qwen2, 0.6M parameters")  # + 4000 x 64 = 604992
+
+
+def test_describe_task_reads_the_run_configuration():
+    assert describe_task(parse_args([])) == "3 operands; operands <= 5"
+    assert describe_task(parse_args(["--preset", "mixed"])) == "2 to 10 operands, uniformly; operands <= 5"
 
 
 @pytest.mark.parametrize("argv", [[], ["--preset", "mixed"]])

@@ -102,10 +102,11 @@ class ArithmeticTask:
 
     def _sample_tokens(self, rng: random.Random) -> list:
         cfg = self.config
+        fewest = math.floor(cfg.num_terms)
         if cfg.max_terms:
-            num_terms = rng.randint(int(math.floor(cfg.num_terms)), cfg.max_terms)
+            num_terms = rng.randint(fewest, cfg.max_terms)
         else:
-            num_terms = int(math.floor(cfg.num_terms)) + (rng.random() < cfg.num_terms - math.floor(cfg.num_terms))
+            num_terms = fewest + (rng.random() < cfg.num_terms - fewest)
         ops = ["*" if rng.random() < cfg.mul_prob else rng.choice("+-") for _ in range(num_terms - 1)]
         tokens: list = []
         for i in range(num_terms):
