@@ -153,14 +153,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from r1core._extras import MissingExtraError
     from r1core.config import ConfigError
     from r1core.data.records import DataFormatError
-    from r1core.launch.layout import LayoutError
+    from r1core.parallel.layout import LayoutError
 
     errors: list[type[BaseException]] = [
         ConfigError, DataFormatError, LayoutError, MissingExtraError, FileExistsError, FileNotFoundError,
     ]
     # These live beside megatron-core imports; only add them when their module loads.
-    for module_name, class_name in (("r1core.models.parallel", "ParallelLayoutError"),
-                                    ("r1core.models.config", "UnsupportedModelError"),
+    for module_name, class_name in (("r1core.models.config", "UnsupportedModelError"),
                                     ("r1core.trainer.checkpoint", "CheckpointMismatchError")):
         module = sys.modules.get(module_name)
         if module is not None:

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import MISSING
 
 from r1core.config import ConfigError, RunConfig, dump_config, load_config
-from r1core.launch.layout import ParallelConfig
+from r1core.parallel.layout import ParallelConfig
 from r1core.trainer.checkpoint import CheckpointConfig
 
 

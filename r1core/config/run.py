@@ -1,7 +1,7 @@
 """The top-level run configuration: one section per component, each owned by its component.
 
 ``RunConfig`` only composes. Each section's dataclass lives beside the code that reads it
-(``ParallelConfig`` in ``r1core/launch/layout.py``, ``CheckpointConfig`` in
+(``ParallelConfig`` in ``r1core/parallel/layout.py``, ``CheckpointConfig`` in
 ``r1core/trainer/checkpoint.py``, ``AlgorithmConfig`` in ``r1core/algos/config.py``), and
 functions receive only the sections they use.
 
@@ -20,7 +20,8 @@ import os
 from dataclasses import dataclass, field
 
 from r1core.algos.config import AlgorithmConfig
-from r1core.launch.layout import ParallelConfig
+from r1core.config.loader import ConfigError
+from r1core.parallel.layout import LayoutError, ParallelConfig, check_divisible
 from r1core.rollout.config import RolloutConfig
 from r1core.trainer.checkpoint import CheckpointConfig
 from r1core.trainer.config import (
@@ -85,6 +86,20 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: GRPOConfig = field(default_factory=GRPOConfig)
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+
+    def check_batch_split(self, dp_size: int) -> None:
+        """Raise :class:`~r1core.config.ConfigError` (naming the key) when the batch sizes do not
+        split over ``dp_size`` data-parallel replicas: ``trainer.prompts_per_step``, and
+        ``sft.batch_size`` when the run has a cold start. Used at start-up and by
+        ``r1core launch plan --config``."""
+        checks = [("trainer.prompts_per_step", self.trainer.prompts_per_step)]
+        if self.sft.epochs > 0:
+            checks.append(("sft.batch_size", self.sft.batch_size))
+        for key, value in checks:
+            try:
+                check_divisible(value, dp_size, what=key)
+            except LayoutError as error:
+                raise ConfigError(error.problems[0], key=key) from None
 
     @property
     def checkpoint_directory(self) -> str:

@@ -6,7 +6,7 @@ top-level ``launch/`` folder.
 """
 
 from r1core.launch.commands import SlurmSpec, render_sbatch, torchrun_command
-from r1core.launch.layout import (
+from r1core.parallel.layout import (
     LayoutError,
     ParallelConfig,
     ParallelLayout,
@@ -15,7 +15,7 @@ from r1core.launch.layout import (
     resolve_layout,
 )
 from r1core.launch.memory import MemoryEstimate, MemoryInputs, estimate_memory
-from r1core.launch.model_shape import ModelShape, from_hf_config, load_model_shape
+from r1core.models.shape import ModelShape, from_hf_config, load_model_shape
 from r1core.launch.plan import ProcessGroupPlan, build_plan, rank_groups
 
 __all__ = [

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from r1core.launch.commands import SlurmSpec, render_sbatch, torchrun_command
-from r1core.launch.layout import LayoutError, ParallelConfig, check_model_fits, resolve_layout
+from r1core.parallel.layout import LayoutError, ParallelConfig, check_model_fits, resolve_layout
 from r1core.launch.memory import RECOMPUTE_MODES, MemoryInputs, estimate_memory
-from r1core.launch.model_shape import load_model_shape
+from r1core.models.shape import load_model_shape
 from r1core.launch.plan import build_plan, layout_warnings
 
 EXIT_INVALID_LAYOUT = 2
@@ -140,9 +140,8 @@ def _plan(args: argparse.Namespace) -> int:
         layout = resolve_layout(config, args.gpus)
         if args.config:
             from r1core.config import RunConfig, load_config
-            from r1core.trainer.distributed import check_batch_layout
 
-            check_batch_layout(load_config(RunConfig, args.config), layout.data)
+            load_config(RunConfig, args.config).check_batch_split(layout.data)
         model = load_model_shape(args.model) if args.model else None
         notes = check_model_fits(layout, model, args.seq_length) if model else []
     except (LayoutError, ConfigError) as error:

@@ -45,8 +45,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from r1core.launch.layout import ParallelLayout, padded_vocab_size
-from r1core.launch.model_shape import ModelShape
+from r1core.parallel.layout import ParallelLayout, padded_vocab_size
+from r1core.models.shape import ModelShape
 
 GIB = 1024**3
 RECOMPUTE_MODES = ("none", "selective", "full")

@@ -19,7 +19,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from r1core.launch.layout import ParallelLayout
+from r1core.parallel.layout import ParallelLayout
 
 # (plan name, grid, Megatron-Core kind, what the group is for)
 GROUP_KINDS: tuple[tuple[str, str, str, str], ...] = (

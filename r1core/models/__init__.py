@@ -9,7 +9,7 @@ Public surface::
     for name, tensor in policy.iter_hf_weights(): ... # weight sync to the rollout engine
     policy.export_hf("out/")
 
-``ParallelConfig`` and the config parsing import without megatron-core; everything else needs
+``ParallelConfig`` (from :mod:`r1core.parallel`) and the config parsing import without megatron-core; everything else needs
 the ``policy`` extra (``pip install 'r1core[policy]'``).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from r1core.models.config import ModelSpec, UnsupportedModelError, model_spec_from_hf, supported_model_types
-from r1core.models.parallel import ParallelConfig, ParallelLayoutError
+from r1core.parallel.layout import LayoutError, ParallelConfig
 
 if TYPE_CHECKING:
     from r1core.models.policy import Policy, build_policy
@@ -47,7 +47,7 @@ __all__ = [
     "ModelSpec",
     "OptimConfig",
     "ParallelConfig",
-    "ParallelLayoutError",
+    "LayoutError",
     "Policy",
     "RoutingReplay",
     "UnsupportedModelError",

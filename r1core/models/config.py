@@ -171,13 +171,6 @@ def _qwen3_moe(cfg: dict[str, Any]) -> ModelSpec:
     )
 
 
-def padded_vocab_size(vocab_size: int, tensor_parallel: int, multiple: int = 128) -> int:
-    """Round the vocabulary up so every tensor-parallel rank holds ``multiple``-aligned rows
-    (Megatron's ``make_vocab_size_divisible_by`` convention). Padded rows are never scored."""
-    unit = multiple * tensor_parallel
-    return ((vocab_size + unit - 1) // unit) * unit
-
-
 def transformer_config(
     spec: ModelSpec,
     parallel: Any,
@@ -188,7 +181,7 @@ def transformer_config(
     extra: dict[str, Any] | None = None,
 ):
     """Build Megatron's ``TransformerConfig`` for ``spec`` under the layout ``parallel``
-    (a :class:`r1core.models.parallel.ParallelConfig`).
+    (a :class:`r1core.parallel.ParallelConfig`).
 
     Fusions that need Apex/TE/CUDA are off; the checkpoint supplies every weight, so Megatron's
     random initialisation is skipped.

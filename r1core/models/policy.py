@@ -24,19 +24,15 @@ from megatron.core.packed_seq_params import PackedSeqParams  # noqa: E402
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset  # noqa: E402
 
 from r1core.models import export as hf_export  # noqa: E402
-from r1core.models.config import (  # noqa: E402
-    ModelSpec,
-    load_hf_config,
-    model_spec_from_hf,
-    padded_vocab_size,
-    transformer_config,
-)
+from r1core.models.config import ModelSpec, load_hf_config, model_spec_from_hf, transformer_config  # noqa: E402
 from r1core.models.gpt import PolicyGPTModel  # noqa: E402
-from r1core.models.parallel import ParallelConfig, init_distributed, world_size_and_rank  # noqa: E402
 from r1core.models.routing_replay import RoutingReplay  # noqa: E402
+from r1core.models.shape import ModelShape, from_hf_config  # noqa: E402
 from r1core.models.spec import decoder_block_spec, select_backend  # noqa: E402
 from r1core.models.train import OptimConfig, Trainer  # noqa: E402
 from r1core.models.weights import SafetensorsReader, ShardContext, check_coverage, gather_param, load_into  # noqa: E402
+from r1core.parallel.groups import init_distributed, world_size_and_rank  # noqa: E402
+from r1core.parallel.layout import LayoutError, ParallelConfig, check_model_fits, padded_vocab_size, resolve_layout  # noqa: E402
 
 LossFn = Callable[[torch.Tensor, "torch.Tensor | None", dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -299,23 +295,20 @@ def build_policy(
     """Build the policy from a Hugging Face checkpoint folder.
 
     hf_dir: folder with ``config.json`` and ``model.safetensors`` (or shards with an index).
-    parallel: layout (default: one process); any object with ParallelConfig's field names is
-        accepted (see :meth:`ParallelConfig.coerce`). Checked against the world size and the model
-        before anything is built (:class:`r1core.models.parallel.ParallelLayoutError`).
+    parallel: layout (default: one process). Checked against the world size and the model
+        before anything is built (:class:`r1core.parallel.LayoutError`).
     dtype: parameter dtype (``torch.bfloat16`` on GPU, ``torch.float32`` on CPU).
     optim: optimiser settings used by :meth:`Policy.train_step`.
     use_transformer_engine: None picks TE when it is installed and CUDA is present.
     """
-    parallel = ParallelConfig.coerce(parallel) if parallel is not None else ParallelConfig()
+    parallel = parallel if parallel is not None else ParallelConfig()
     hf_dir = Path(hf_dir)
     hf_config = load_hf_config(hf_dir)
     spec = model_spec_from_hf(hf_config)
+    shape = from_hf_config(hf_dir)
+    check_policy_supports(parallel, shape)
     world_size, _ = world_size_and_rank()
-    parallel.validate(world_size)
-    parallel.validate_for_model(spec)
-    if parallel.sequence_parallel and not torch.cuda.is_available():
-        raise ValueError("sequence_parallel needs CUDA: Megatron's sequence-parallel linear layers "
-                         "allocate their communication buffers on the GPU")
+    check_model_fits(resolve_layout(parallel, world_size), shape)
     reader = SafetensorsReader(hf_dir)
     init_distributed(parallel, seed=seed)
 
@@ -348,6 +341,28 @@ def build_policy(
     return Policy(model, spec, parallel, ctx, hf_config, hf_dir, reader.dtype(), optim or OptimConfig())
 
 
+def check_policy_supports(parallel: ParallelConfig, shape: ModelShape | None = None) -> None:
+    """Raise :class:`LayoutError` for the layouts Megatron-Core allows but this policy does not
+    build: context parallelism, the interleaved pipeline schedule, sequence parallelism
+    without CUDA (its linear layers allocate their communication buffers on the GPU), and
+    fewer KV heads than tensor-parallel ranks (the weight loader shards KV heads, it does not
+    replicate them)."""
+    problems = []
+    if shape is not None and shape.num_kv_heads % parallel.tensor:
+        problems.append(f"num_kv_heads={shape.num_kv_heads} is not divisible by tensor={parallel.tensor} "
+                        "(the policy shards KV heads over the tensor-parallel ranks)")
+    if parallel.context not in (0, 1):
+        problems.append(f"the policy does not support context={parallel.context} (context parallelism)")
+    if parallel.virtual_pipeline not in (None, 0, 1):
+        problems.append(f"the policy does not support virtual_pipeline={parallel.virtual_pipeline} "
+                        "(the interleaved pipeline schedule)")
+    if parallel.sequence_parallel and not torch.cuda.is_available():
+        problems.append("sequence_parallel needs CUDA: Megatron's sequence-parallel linear layers "
+                        "allocate their communication buffers on the GPU")
+    if problems:
+        raise LayoutError(problems)
+
+
 def shard_context(spec: ModelSpec, padded_vocab: int, config: Any) -> ShardContext:
     """This rank's :class:`ShardContext` from Megatron's initialised groups."""
     ps = parallel_state
@@ -378,4 +393,4 @@ def copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
 
 
-__all__ = ["Batch", "LossFn", "Policy", "build_policy", "copy_side_files"]
+__all__ = ["Batch", "LossFn", "Policy", "build_policy", "check_policy_supports", "copy_side_files"]

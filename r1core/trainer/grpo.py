@@ -24,14 +24,9 @@ from r1core.algos.sampling.groups import GroupBatch
 from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
 from r1core.ops.grpo_loss import aggregation_denominator
 from r1core.trainer.config import GRPOConfig
-from r1core.trainer.distributed import (
-    Topology,
-    check_divisible,
-    even_slices,
-    global_loss_scales,
-    mean_metrics,
-    reduce_step_metrics,
-)
+from r1core.parallel.layout import check_divisible
+from r1core.parallel.topology import Topology, even_slices
+from r1core.trainer.distributed import global_loss_scales, mean_metrics, reduce_step_metrics
 from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
 
 
@@ -108,7 +103,7 @@ class GRPOTrainer:
         topology: Topology | None = None,
     ) -> None:
         self.topology = topology or Topology()
-        check_divisible(config.prompts_per_step, self.topology.dp_size)
+        check_divisible(config.prompts_per_step, self.topology.dp_size, what="trainer.prompts_per_step")
         if algorithm.needs_reference and ref_policy is None:
             raise ValueError(f"the algorithm applies a KL ({algorithm.kl_mode}, coef {algorithm.kl_coef}) but no ref_policy was given")
         self.config = config

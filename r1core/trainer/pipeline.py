@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
 from r1core.algos.sampling.prompts import PromptStream
-from r1core.trainer.distributed import Topology, check_batch_layout, even_slices, without_torchrun_env
+from r1core.parallel.layout import resolve_layout
+from r1core.parallel.topology import Topology, even_slices, without_torchrun_env
 from r1core.trainer.grpo import GRPOTrainer, Prompt, sync_weights
 from r1core.trainer.run_logger import NullLogger, RunLogger
 from r1core.trainer.sft import run_sft
@@ -321,13 +322,11 @@ def start_distributed(cfg: Any) -> Topology:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Topology()
-    from r1core.launch.layout import resolve_layout
+    from r1core.parallel.groups import init_distributed
 
     layout = resolve_layout(cfg.parallel, world_size)
-    check_batch_layout(cfg, layout.data)
-    from r1core.models.parallel import ParallelConfig, init_distributed
-
-    init_distributed(ParallelConfig.coerce(cfg.parallel), seed=cfg.run.seed)
+    cfg.check_batch_split(layout.data)
+    init_distributed(cfg.parallel, seed=cfg.run.seed)
     return Topology.from_parallel_state()
 
 
@@ -383,7 +382,7 @@ def run(cfg: Any) -> int:
     if main:
         print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds", "tokens_per_second") if k in summary}, indent=2))
     if pipeline.topology.distributed:
-        from r1core.models.parallel import destroy_distributed
+        from r1core.parallel.groups import destroy_distributed
 
         destroy_distributed()
     return 0

@@ -73,7 +73,9 @@ def run_sft(
     Under pipeline parallelism the last stage's metrics (the loss lives there) are
     broadcast to the other stages, so every rank returns the same history.
     """
-    from r1core.trainer.distributed import Topology, check_divisible, mean_metrics, reduce_step_metrics
+    from r1core.parallel.layout import check_divisible
+    from r1core.parallel.topology import Topology
+    from r1core.trainer.distributed import mean_metrics, reduce_step_metrics
 
     topology = topology or Topology()
     local = check_divisible(config.batch_size, topology.dp_size, what="sft.batch_size")
@@ -136,7 +138,7 @@ def run(cfg: Any) -> int:
     ]
     policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=cfg.policy.torch_dtype(), seed=cfg.run.seed,
                           optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
-    from r1core.trainer.distributed import Topology
+    from r1core.parallel.topology import Topology
     from r1core.trainer.run_logger import NullLogger
 
     # Under torchrun every replica trains on its share of each batch; rank 0 alone writes.

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from r1core.launch.layout import LayoutError, ParallelConfig, resolve_layout
+from r1core.parallel.layout import LayoutError, ParallelConfig, resolve_layout
 from r1core.launch.plan import GROUP_KINDS, build_plan, grid_sizes, layout_warnings, rank_groups
 
 with warnings.catch_warnings():

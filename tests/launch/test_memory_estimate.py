@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from r1core.launch.layout import ParallelConfig, padded_vocab_size, resolve_layout
+from r1core.parallel.layout import ParallelConfig, padded_vocab_size, resolve_layout
 from r1core.launch.memory import GIB, MemoryInputs, estimate_memory
-from r1core.launch.model_shape import PRESETS, ModelShape
+from r1core.models.shape import PRESETS, ModelShape
 
 QWEN_7B = PRESETS["qwen2.5-7b"]
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from r1core.launch.layout import (
+from r1core.parallel.layout import (
     LayoutError,
     ParallelConfig,
     check_model_fits,
     padded_vocab_size,
     resolve_layout,
 )
-from r1core.launch.model_shape import PRESETS, ModelShape, from_hf_config, load_model_shape
+from r1core.models.shape import PRESETS, ModelShape, from_hf_config, load_model_shape
 
 
 def test_sixty_four_gpus_tp4_pp2_ep8_resolves():

@@ -18,7 +18,7 @@ from workload import run  # noqa: E402
 def main() -> None:
     hf_dir, out_file, tensor, pipeline, expert = sys.argv[1:6]
     from r1core.models import OptimConfig, ParallelConfig, build_policy
-    from r1core.models.parallel import destroy_distributed
+    from r1core.parallel.groups import destroy_distributed
 
     import os
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from r1core.models import ParallelConfig, ParallelLayoutError, UnsupportedModelError, model_spec_from_hf
-from r1core.models.config import load_hf_config, padded_vocab_size
+from r1core.models import UnsupportedModelError, model_spec_from_hf
+from r1core.models.config import load_hf_config
+from r1core.models.shape import from_hf_config
+from r1core.parallel import LayoutError, ParallelConfig, check_model_fits, padded_vocab_size, resolve_layout
 
 
 def test_qwen2_and_qwen3_moe_specs(checkpoints):
@@ -46,58 +48,30 @@ def test_padded_vocab():
     assert padded_vocab_size(512, 4) == 512
 
 
-@pytest.mark.parametrize(
-    "layout, world, message",
-    [
-        (ParallelConfig(tensor=2), 3, "not divisible by tensor"),
-        (ParallelConfig(tensor=2, pipeline=2), 2, r"tensor \(2\) x pipeline \(2\)"),
-        (ParallelConfig(expert=4), 2, "expert"),
-        (ParallelConfig(pipeline=2, expert=2), 2, "ranks per stage"),
-        (ParallelConfig(sequence_parallel=True), 1, "sequence_parallel"),
-        (ParallelConfig(tensor=0), 1, "positive"),
-    ],
-)
-def test_layout_errors(layout, world, message):
-    with pytest.raises(ParallelLayoutError, match=message):
-        layout.validate(world)
-
-
-def test_valid_layouts_and_data_parallel_size():
-    assert ParallelConfig(tensor=2, pipeline=2).data_parallel_size(8) == 2
-    ParallelConfig(tensor=2, expert=4).validate(8)
-    ParallelConfig(tensor=2, sequence_parallel=True).validate(2)
-
-
 def test_layout_against_model(checkpoints):
-    moe = model_spec_from_hf(load_hf_config(checkpoints["qwen3_moe"]))
-    dense = model_spec_from_hf(load_hf_config(checkpoints["qwen2"]))
-    with pytest.raises(ParallelLayoutError, match="num_key_value_heads = 2 .*tensor = 4"):
-        ParallelConfig(tensor=4).validate_for_model(dense)
-    with pytest.raises(ParallelLayoutError, match="num_hidden_layers = 2 .*pipeline = 4"):
-        ParallelConfig(pipeline=4).validate_for_model(dense)
-    with pytest.raises(ParallelLayoutError, match="num_experts = 4 .*expert = 8"):
-        ParallelConfig(expert=8).validate_for_model(moe)
-    with pytest.raises(ParallelLayoutError, match="has no experts"):
-        ParallelConfig(expert=2).validate_for_model(dense)
-    ParallelConfig(tensor=2, pipeline=2, expert=2).validate_for_model(moe)
+    """Megatron-Core's model-shape rules and the policy's own limits, from a real config.json."""
+    from r1core.models.policy import check_policy_supports
+
+    moe = from_hf_config(checkpoints["qwen3_moe"])
+    dense = from_hf_config(checkpoints["qwen2"])
+    with pytest.raises(LayoutError, match="num_kv_heads=2 is not divisible by tensor=4"):
+        check_policy_supports(ParallelConfig(tensor=4), dense)
+    with pytest.raises(LayoutError, match="num_layers=2 is not divisible by pipeline=4"):
+        check_model_fits(resolve_layout(ParallelConfig(pipeline=4), 4), dense)
+    with pytest.raises(LayoutError, match="num_experts=4 is not divisible by expert=8"):
+        check_model_fits(resolve_layout(ParallelConfig(expert=8), 8), moe)
+    with pytest.raises(LayoutError, match="has no experts"):
+        check_model_fits(resolve_layout(ParallelConfig(expert=2), 2), dense)
+    with pytest.raises(LayoutError, match="context=2"):
+        check_policy_supports(ParallelConfig(context=2))
+    check_model_fits(resolve_layout(ParallelConfig(pipeline=2, expert=2), 4), moe)
 
 
 def test_build_policy_rejects_bad_layout_before_any_work(checkpoints, tmp_path):
     """A layout that does not fit the world size fails before process groups or weights."""
     from r1core.models import build_policy
 
-    with pytest.raises(ParallelLayoutError, match="world size 1"):
+    with pytest.raises(LayoutError, match="world size 1"):
         build_policy(checkpoints["qwen2"], ParallelConfig(tensor=2))
     with pytest.raises(FileNotFoundError, match="config.json"):
         build_policy(tmp_path)
-
-
-def test_coerce_from_another_layout_object():
-    from types import SimpleNamespace
-
-    other = SimpleNamespace(tensor=2, pipeline=1, expert=2, expert_tensor=None, context=1,
-                            virtual_pipeline=None, sequence_parallel=True, data=0)
-    layout = ParallelConfig.coerce(other)
-    assert (layout.tensor, layout.expert, layout.expert_tensor_size, layout.sequence_parallel) == (2, 2, 2, True)
-    with pytest.raises(ParallelLayoutError, match="context=2"):
-        ParallelConfig.coerce(SimpleNamespace(tensor=1, context=2))

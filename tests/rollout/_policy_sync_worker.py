@@ -29,7 +29,7 @@ def main() -> None:
     import torch.distributed as dist
 
     from r1core.models import ParallelConfig, build_policy
-    from r1core.models.parallel import destroy_distributed
+    from r1core.parallel.groups import destroy_distributed
     from r1core.rollout import VLLMRollout, sync_policy_weights
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

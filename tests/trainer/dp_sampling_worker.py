@@ -16,7 +16,7 @@ from test_grpo_sampling import ScriptedRollout, Stream, score_by_length  # noqa:
 
 from r1core.algos import AlgorithmConfig  # noqa: E402
 from r1core.trainer.config import GRPOConfig  # noqa: E402
-from r1core.trainer.distributed import Topology  # noqa: E402
+from r1core.parallel import Topology  # noqa: E402
 from r1core.trainer.grpo import GRPOTrainer, Prompt  # noqa: E402
 
 

@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1core.trainer.distributed import (
-    BatchLayoutError,
-    check_divisible,
-    even_slices,
-    reduce_step_metrics,
-    shard,
-    shard_slice,
-    without_torchrun_env,
-)
+from r1core.parallel import LayoutError, check_divisible, even_slices, shard, shard_slice, without_torchrun_env
+from r1core.trainer.distributed import reduce_step_metrics
 
 HERE = Path(__file__).parent
 
@@ -39,9 +32,9 @@ def test_shards_are_contiguous_disjoint_and_cover_the_batch():
 
 
 def test_batch_not_divisible_names_both_numbers():
-    assert check_divisible(32, 4) == 8
-    with pytest.raises(BatchLayoutError, match=r"trainer.prompts_per_step=6 is not divisible by the data-parallel size 4"):
-        check_divisible(6, 4)
+    assert check_divisible(32, 4, what="trainer.prompts_per_step") == 8
+    with pytest.raises(LayoutError, match=r"trainer.prompts_per_step=6 is not divisible by the data-parallel size 4"):
+        check_divisible(6, 4, what="trainer.prompts_per_step")
 
 
 def test_start_distributed_refuses_the_batch_before_any_process_group(monkeypatch, tmp_path):
@@ -155,7 +148,7 @@ class RecordingEngine:
 
 
 def test_weight_sync_in_one_process_feeds_the_engine():
-    from r1core.trainer.distributed import Topology
+    from r1core.parallel import Topology
     from r1core.trainer.grpo import sync_weights
 
     engine, source = RecordingEngine(), CountingSource(5)
@@ -169,7 +162,7 @@ def test_weight_sync_in_one_process_feeds_the_engine():
 
 
 def test_last_stage_broadcast_is_identity_without_pipeline():
-    from r1core.trainer.distributed import Topology
+    from r1core.parallel import Topology
 
     topology = Topology()
     assert topology.is_last_stage and topology.broadcast_from_last_stage({"loss": 1.5}) == {"loss": 1.5}

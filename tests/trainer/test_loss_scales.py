@@ -16,7 +16,8 @@ from r1core.algos import AlgorithmConfig, LossConfig, LossInputs, compute_policy
 from r1core.algos.losses import resolve_config
 from r1core.ops.grpo_loss import AGGREGATIONS, aggregation_denominator
 from r1core.trainer.config import GRPOConfig, SFTConfig
-from r1core.trainer.distributed import Topology, global_loss_scales
+from r1core.parallel import Topology
+from r1core.trainer.distributed import global_loss_scales
 from r1core.trainer.grpo import GRPOTrainer, Prompt
 from r1core.trainer.sft import run_sft
 

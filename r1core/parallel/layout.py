@@ -1,5 +1,10 @@
 """Parallel layouts: the configured sizes, their validation, and the resolved layout.
 
+This module is the one place that decides whether a layout can run: ``r1core launch plan``
+calls it before a job is queued, the trainer before any process group exists, and
+``build_policy`` before a weight is read. Every check raises :class:`LayoutError`, which
+lists every broken rule, not only the first.
+
 The rules are Megatron-Core's (``megatron/core/parallel_state.py``,
 ``initialize_model_parallel``), applied before any process starts:
 
@@ -15,7 +20,7 @@ The rules are Megatron-Core's (``megatron/core/parallel_state.py``,
   size must equal the dense one.
 
 Model-shape rules (attention heads vs TP, layers vs PP, experts vs EP...) live in
-:func:`check_model_fits` because they need a :class:`~r1core.launch.model_shape.ModelShape`.
+:func:`check_model_fits` because they need a :class:`~r1core.models.shape.ModelShape`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from r1core.launch.model_shape import ModelShape
+    from r1core.models.shape import ModelShape
 
 PARALLEL_NAMES = ("tp", "cp", "ep", "dp", "pp")
 DEFAULT_ORDER = "tp-cp-ep-dp-pp"
@@ -65,6 +70,14 @@ class ParallelConfig:
     """Shard fp32 main parameters and Adam states across data-parallel ranks (ZeRO-1)."""
     order: str = DEFAULT_ORDER
     """Rank order, fastest-varying first (Megatron-Core's ``order`` argument)."""
+    backend: Optional[str] = None
+    """torch.distributed backend when r1core creates the default process group itself
+    (None: ``nccl`` with CUDA, ``gloo`` otherwise)."""
+
+    @property
+    def expert_tensor_size(self) -> int:
+        """Tensor-parallel size inside each expert (``expert_tensor``, else ``tensor``)."""
+        return self.tensor if self.expert_tensor is None else self.expert_tensor
 
 
 @dataclass(frozen=True)
@@ -83,11 +96,6 @@ class ParallelLayout:
     sequence_parallel: bool
     distributed_optimizer: bool
     order: str
-
-    @property
-    def model_parallel_size(self) -> int:
-        """Ranks holding one full copy of the dense model (TP x PP)."""
-        return self.tensor * self.pipeline
 
     def describe(self) -> str:
         """One line such as ``64 GPUs = TP 4 x CP 1 x DP 8 x PP 2; experts: ETP 4 x EP 8 ...``."""
@@ -246,6 +254,9 @@ def check_model_fits(
         )
     elif kv < tp:
         notes.append(f"{kv} KV heads < TP {tp}: each KV head is replicated on {tp // kv} ranks")
+    dense_mlp = not model.num_experts or model.num_dense_layers > 0
+    if dense_mlp and model.ffn_hidden_size % tp:
+        problems.append(f"ffn_hidden_size={model.ffn_hidden_size} (intermediate_size) is not divisible by tensor={tp}")
     stages = pp * (layout.virtual_pipeline or 1)
     if model.num_layers % stages:
         what = (
@@ -258,6 +269,11 @@ def check_model_fits(
         if model.num_experts % layout.expert:
             problems.append(
                 f"num_experts={model.num_experts} is not divisible by expert={layout.expert}"
+            )
+        if model.moe_ffn_hidden_size % layout.expert_tensor:
+            problems.append(
+                f"moe_ffn_hidden_size={model.moe_ffn_hidden_size} (moe_intermediate_size) is not "
+                f"divisible by expert_tensor={layout.expert_tensor}"
             )
         if tp > 1 and not layout.sequence_parallel:
             problems.append(
@@ -291,3 +307,16 @@ def check_model_fits(
             f"(multiple of {VOCAB_DIVISIBLE_BY} x TP {tp})"
         )
     return notes
+
+
+def check_divisible(total: int, parts: int, what: str) -> int:
+    """``total / parts``, or :class:`LayoutError` naming ``what`` and both numbers (a batch
+    split over data-parallel replicas: every replica trains on the same number of rows)."""
+    if parts < 1:
+        raise LayoutError([f"data-parallel size must be >= 1, got {parts}"])
+    if total % parts:
+        raise LayoutError([
+            f"{what}={total} is not divisible by the data-parallel size {parts}: every replica "
+            f"must train on the same number of whole groups; choose a multiple of {parts}"
+        ])
+    return total // parts
