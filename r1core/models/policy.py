@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from r1core._extras import require
+from r1core.batch import MicroBatch
 
 require("megatron.core", extra="policy", feature="r1core.models")
 
@@ -34,7 +35,9 @@ from r1core.models.weights import SafetensorsReader, ShardContext, check_coverag
 from r1core.parallel.groups import init_distributed, world_size_and_rank  # noqa: E402
 from r1core.parallel.layout import LayoutError, ParallelConfig, check_model_fits, padded_vocab_size, resolve_layout  # noqa: E402
 
-LossFn = Callable[[torch.Tensor, "torch.Tensor | None", dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+#: ``loss_fn(logp [B, W], entropy [B, W] | None, micro_batch) -> (loss, metrics)``: the loss of
+#: one micro-batch from its sequence-aligned log-probs; metrics are scalar tensors.
+LossFn = Callable[[torch.Tensor, "torch.Tensor | None", MicroBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -216,16 +219,16 @@ class Policy:
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, micro_batches: Sequence[dict[str, Any]], loss_fn: LossFn, *,
+    def train_step(self, micro_batches: Sequence[MicroBatch], loss_fn: LossFn, *,
                    temperature: float = 1.0, return_entropy: bool = False) -> dict[str, torch.Tensor]:
         """One optimiser step over ``micro_batches`` (gradient accumulation).
 
-        Each micro-batch is a dict with ``input_ids`` (``[B, T]`` or a list) and optionally
-        ``lengths``, ``routing`` (MoE routes to replay, see :meth:`replay_routing`) plus whatever
-        ``loss_fn`` reads. ``loss_fn(logp [B, T-1], entropy [B, T-1] | None, micro_batch)``
-        returns ``(loss, metrics)``; the step minimises the mean of the micro-batch losses.
-        Returns ``loss``, ``grad_norm`` (before clipping), ``lr`` and the mean of each metric,
-        all as tensors (no host sync inside the step).
+        Each :class:`~r1core.batch.MicroBatch`'s sequences are packed and run forward (replaying
+        its ``routes`` in the MoE layers when given); ``loss_fn(logp, entropy, micro_batch)``
+        returns ``(loss, metrics)`` and the step minimises the mean of the micro-batch losses
+        (the loss scales of :mod:`r1core.trainer.loss_scale` make that the loss of the whole
+        batch). Returns ``loss``, ``grad_norm`` (before clipping), ``lr`` and the mean of each
+        metric, all as tensors (no host sync inside the step).
         """
         return self.trainer.train_step(micro_batches, loss_fn, temperature=temperature,
                                        return_entropy=return_entropy)

@@ -23,6 +23,8 @@ import torch.distributed as dist
 
 from megatron.core import parallel_state as ps
 
+from r1core.batch import MicroBatch
+
 if TYPE_CHECKING:
     from r1core.models.policy import Batch, Policy
 
@@ -114,7 +116,7 @@ class Trainer:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.model.parameters() if p.requires_grad]
 
-    def train_step(self, micro_batches: Sequence[dict[str, Any]], loss_fn: Callable, *,
+    def train_step(self, micro_batches: Sequence[MicroBatch], loss_fn: Callable, *,
                    temperature: float, return_entropy: bool) -> dict[str, torch.Tensor]:
         if not micro_batches:
             raise ValueError("train_step needs at least one micro-batch")
@@ -130,8 +132,8 @@ class Trainer:
         head = dict(temperature=temperature, return_entropy=return_entropy)
         stash = []
         for mb in micro_batches:  # fill: every forward first (activations stay alive) ...
-            batch = policy.make_batch(mb["input_ids"], mb.get("lengths"))
-            routes = mb.get("routing")
+            batch = policy.make_batch(mb.input_ids)
+            routes = mb.routes
             if routes is not None:
                 with policy.replay_routing(routes):
                     received, out = self._stage_forward(batch, policy.model, **head)

@@ -19,6 +19,8 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from r1core.batch import MicroBatch
+
 if TYPE_CHECKING:
     from r1core.models.train import Trainer
 
@@ -64,7 +66,7 @@ def _setup(trainer: "Trainer") -> tuple[Any, Any]:
     return ddp, optimizer
 
 
-def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[dict[str, Any]], loss_fn: Callable, *,
+def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[MicroBatch], loss_fn: Callable, *,
                     temperature: float, return_entropy: bool) -> dict[str, torch.Tensor]:
     """One optimiser step through Megatron's schedule (see :meth:`Policy.train_step`)."""
     policy = trainer.policy
@@ -72,12 +74,12 @@ def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[dict[str, Any]],
     ddp.train()
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
-    batches = [(policy.make_batch(mb["input_ids"], mb.get("lengths")), mb) for mb in micro_batches]
+    batches = [(policy.make_batch(mb.input_ids), mb) for mb in micro_batches]
     head = dict(temperature=temperature, return_entropy=return_entropy)
 
     def forward_step(data_iterator, model):
         batch, mb = next(data_iterator)
-        routes = mb.get("routing")
+        routes = mb.routes
         replay = policy.replay_routing(routes) if routes is not None else contextlib.nullcontext()
         with replay:
             output = policy.forward(batch, model=model, **head)

@@ -325,24 +325,24 @@ class GRPOTrainer:
 
     def loss_fn(self, logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
         """The policy loss of one micro-batch (called by ``Policy.train_step``)."""
-        mask = micro["mask"]
-        old_logp = micro.get("old_logp")
+        mask = micro.mask
+        old_logp = micro.old_logp
         if old_logp is None:
             # On-policy update: the behaviour policy is the current one, ratio = 1.
             old_logp = logp.detach()
         inputs = LossInputs(
-            logp, old_logp, micro["advantages"], mask,
-            ref_logp=micro.get("ref_logp") if self.algorithm.kl_mode == "loss" else None,
-            rollout_logp=micro["rollout_logp"] if self.loss_config.is_cap is not None else None,
+            logp, old_logp, micro.advantages, mask,
+            ref_logp=micro.ref_logp if self.algorithm.kl_mode == "loss" else None,
+            rollout_logp=micro.rollout_logp if self.loss_config.is_cap is not None else None,
             entropy=entropy,
         )
         loss, metrics = compute_policy_loss(self.algorithm.loss, inputs, self.loss_config)
         # The micro-batch's share of the global batch's loss (its own aggregate is over its
         # own tokens or rows only).
-        loss = loss * micro["loss_scale"]
+        loss = loss * micro.loss_scale
         weight = mask.float()
         count = weight.sum().clamp(min=1)
-        gap = (logp.detach() - micro["rollout_logp"]).abs() * (weight > 0)
+        gap = (logp.detach() - micro.rollout_logp).abs() * (weight > 0)
         metrics["logprob_mismatch_mean"] = gap.sum() / count
         metrics["logprob_mismatch_max"] = gap.max()
         if entropy is not None:
@@ -432,9 +432,9 @@ class GRPOTrainer:
         (all micro-batches of all replicas): a DAPO token-mean is then over every token of
         the step, not a mean of micro-batch means. One host all-reduce over replicas."""
         agg = self._resolved_loss
-        denominators = [aggregation_denominator(m["mask"].sum(1), agg.aggregation, agg.norm_length) for m in micro]
+        denominators = [aggregation_denominator(m.mask.sum(1), agg.aggregation, agg.norm_length) for m in micro]
         for m, scale in zip(micro, global_loss_scales(denominators, self.topology)):
-            m["loss_scale"] = scale
+            m.loss_scale = scale
 
     def _mini_batch_rows(self, order: list[int]) -> list[list[int]]:
         """``order`` split into the optimiser steps of one pass.

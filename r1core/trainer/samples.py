@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
+from r1core.batch import MicroBatch
+
 
 @dataclass
 class SampleBatch:
@@ -135,18 +137,16 @@ def micro_batches(
         width = max(p + n for p, n in zip(prompt_lengths, response_lengths)) - 1
         mask = response_mask(prompt_lengths, response_lengths, width)
         mask = mask.float() * weights[rows][:, None]
-        micro = {
-            "input_ids": batch.sequences(rows),
-            "mask": mask,
-            "advantages": scatter_response(
+        micro = MicroBatch(
+            batch.sequences(rows), mask,
+            advantages=scatter_response(
                 [batch.advantages[i, : n] for i, n in zip(rows, response_lengths)], prompt_lengths, width
             ),
-            "rollout_logp": scatter_response([batch.rollout_logp[i] for i in rows], prompt_lengths, width),
-            "num_samples": len(rows),
-        }
+            rollout_logp=scatter_response([batch.rollout_logp[i] for i in rows], prompt_lengths, width),
+        )
         if old_logp is not None:
-            micro["old_logp"] = scatter_response([old_logp[i] for i in rows], prompt_lengths, width)
+            micro.old_logp = scatter_response([old_logp[i] for i in rows], prompt_lengths, width)
         if ref_logp is not None:
-            micro["ref_logp"] = scatter_response([ref_logp[i] for i in rows], prompt_lengths, width)
+            micro.ref_logp = scatter_response([ref_logp[i] for i in rows], prompt_lengths, width)
         out.append(micro)
     return out

@@ -12,17 +12,17 @@ from typing import Any, Callable, Sequence
 import torch
 
 from r1core.trainer.config import SFTConfig
-from r1core.trainer.samples import response_mask
+from r1core.batch import MicroBatch, sft_micro_batch
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
-    """Token-mean NLL over ``micro["mask"]`` (response tokens), weighted by the micro-batch's
+    """Token-mean NLL over ``micro.mask`` (response tokens), weighted by the micro-batch's
     ``loss_scale`` (its share of the step's tokens, :func:`set_loss_scales`); the ``nll``
     metric is the micro-batch's own mean."""
-    mask = micro["mask"]
+    mask = micro.mask
     count = mask.sum().clamp(min=1)
     nll = -(logp * mask).sum() / count
-    return nll * micro.get("loss_scale", 1.0), {"nll": nll.detach()}
+    return nll * micro.loss_scale, {"nll": nll.detach()}
 
 
 def set_loss_scales(micro: list[dict[str, Any]], topology: Any) -> None:
@@ -31,26 +31,15 @@ def set_loss_scales(micro: list[dict[str, Any]], topology: Any) -> None:
     mean of micro-batch means, which over-weights the tokens of short micro-batches."""
     from r1core.trainer.distributed import global_loss_scales
 
-    scales = global_loss_scales([float(m["mask"].sum()) for m in micro], topology)
+    scales = global_loss_scales([float(m.mask.sum()) for m in micro], topology)
     for m, scale in zip(micro, scales):
-        m["loss_scale"] = scale
+        m.loss_scale = scale
 
 
-def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_batch_size: int) -> list[dict[str, Any]]:
-    """Micro-batch dicts (``input_ids`` list + response ``mask``) for ``Policy.train_step``."""
-    out = []
-    for start in range(0, len(examples), micro_batch_size):
-        chunk = examples[start : start + micro_batch_size]
-        prompt_lengths = [len(p) for p, _ in chunk]
-        response_lengths = [len(r) for _, r in chunk]
-        width = max(p + r for p, r in zip(prompt_lengths, response_lengths)) - 1
-        out.append(
-            {
-                "input_ids": [torch.tensor(p + r, dtype=torch.long) for p, r in chunk],
-                "mask": response_mask(prompt_lengths, response_lengths, width).float(),
-            }
-        )
-    return out
+def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_batch_size: int) -> list[MicroBatch]:
+    """``examples`` in chunks of ``micro_batch_size`` (see :func:`r1core.batch.sft_micro_batch`)."""
+    return [sft_micro_batch(examples[start : start + micro_batch_size])
+            for start in range(0, len(examples), micro_batch_size)]
 
 
 def run_sft(

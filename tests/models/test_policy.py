@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from workload import VOCAB, loss_fn, micro_batches, token_block
+from workload import VOCAB, loss_fn, micro_batches, reference_logp, token_block
+
+from r1core.batch import MicroBatch
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +132,7 @@ def test_train_step_matches_autograd_on_transformers(checkpoints):
     ref = AutoModelForCausalLM.from_pretrained(checkpoints["qwen2"], dtype=torch.float32)
     total = 0.0
     for mb in micro_batches():
-        ids = mb["input_ids"]
-        logits = ref(ids).logits
-        logp = torch.log_softmax(logits, -1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
-        loss, _ = loss_fn(logp, None, mb)
+        loss, _ = loss_fn(reference_logp(ref, mb), None, mb)
         total = total + loss / 2
     total.backward()
     ref_grads = {n: p.grad for n, p in ref.named_parameters()}
@@ -178,7 +177,8 @@ def test_routing_replay(checkpoints):
         forced = policy.logprobs(ids)
     assert (forced - base).abs().max() > 1e-3
     # Replay in training: gradients flow to the router through the replayed experts' scores.
-    mbs = [{"input_ids": ids, "advantages": torch.tensor([1.0, -1.0]), "routing": [r[0] for r in routes]}]
+    mask = torch.ones(2, 8)
+    mbs = [MicroBatch(list(ids), mask, advantages=mask * torch.tensor([[1.0], [-1.0]]), routes=[r[0] for r in routes])]
     policy.train_step(mbs, loss_fn)
     router = policy.model.decoder.layers[0].mlp.router.weight
     assert router.grad is not None and router.grad.abs().sum() > 0
@@ -210,9 +210,7 @@ def test_moe_train_step_gradients_match_transformers(checkpoints):
     ref = AutoModelForCausalLM.from_pretrained(checkpoints["qwen3_moe"], dtype=torch.float32)
     total = 0.0
     for mb in micro_batches():
-        ids = mb["input_ids"]
-        logp = torch.log_softmax(ref(ids).logits, -1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
-        total = total + loss_fn(logp, None, mb)[0] / 2
+        total = total + loss_fn(reference_logp(ref, mb), None, mb)[0] / 2
     total.backward()
     ref_grads = {}
     for name, param in ref.named_parameters():

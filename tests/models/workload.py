@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from r1core.batch import MicroBatch
+
 VOCAB = 997
 
 
@@ -14,26 +16,39 @@ def token_block(seed: int = 0, batch: int = 2, seq: int = 12) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, seq), generator=gen)
 
 
-def micro_batches() -> list[dict[str, Any]]:
-    """One padded block and one packed pair of sequences of different lengths."""
+def _micro_batch(sequences: list[torch.Tensor], advantages: list[float]) -> MicroBatch:
+    """All positions but the last of each sequence are scored; sample ``b``'s tokens share its
+    advantage."""
+    width = max(len(s) for s in sequences) - 1
+    mask = torch.stack([torch.arange(width) < len(s) - 1 for s in sequences]).float()
+    return MicroBatch(sequences, mask, advantages=mask * torch.tensor(advantages)[:, None])
+
+
+def micro_batches() -> list[MicroBatch]:
+    """Two sequences of equal length, then two of different lengths (10 and 6)."""
     block = token_block(1)
     packed = token_block(2, batch=2, seq=10)
     return [
-        {"input_ids": block, "advantages": torch.tensor([1.0, -0.5])},
-        {"input_ids": packed, "lengths": torch.tensor([10, 6]), "advantages": torch.tensor([-1.0, 2.0])},
+        _micro_batch([block[0], block[1]], [1.0, -0.5]),
+        _micro_batch([packed[0], packed[1, :6]], [-1.0, 2.0]),
     ]
 
 
-def loss_fn(logp: torch.Tensor, entropy: torch.Tensor | None, mb: dict[str, Any]):
+def reference_logp(model: Any, mb: MicroBatch) -> torch.Tensor:
+    """``[B, W]`` log-probs of ``mb``'s sequences under a transformers causal LM, one
+    sequence at a time (zeros past each sequence's end)."""
+    out = torch.zeros_like(mb.mask)
+    for row, ids in enumerate(mb.input_ids):
+        logits = model(ids[None]).logits[0]
+        out[row, : len(ids) - 1] = torch.log_softmax(logits, -1)[:-1].gather(-1, ids[1:, None]).squeeze(-1)
+    return out
+
+
+def loss_fn(logp: torch.Tensor, entropy: torch.Tensor | None, mb: MicroBatch):
     """A policy-gradient-shaped loss: -(A * logp) token mean, minus a small entropy bonus."""
-    batch, steps = logp.shape
     device = logp.device
-    if "lengths" in mb:
-        mask = torch.arange(steps, device=device)[None, :] < (mb["lengths"].to(device)[:, None] - 1)
-    else:
-        mask = torch.ones(batch, steps, dtype=torch.bool, device=device)
-    mask = mask.float()
-    pg = -(logp * mb["advantages"].to(device)[:, None] * mask).sum() / mask.sum()
+    mask = mb.mask.to(device)
+    pg = -(logp * mb.advantages.to(device) * mask).sum() / mask.sum()
     ent = (entropy * mask).sum() / mask.sum() if entropy is not None else torch.zeros((), device=device)
     return pg - 0.01 * ent, {"entropy": ent.detach(), "pg": pg.detach()}
 

@@ -90,10 +90,10 @@ def test_micro_batches_put_response_tokens_at_their_logprob_columns():
     batch, _ = trainer._sample(0)
     (micro,) = micro_batches(batch, micro_batch_size=8)
     # prompt of 3 tokens: response token j is predicted at column 2 + j of logp [B, T-1]
-    assert micro["mask"].shape == (4, 3 + 4 - 1)
+    assert micro.mask.shape == (4, 3 + 4 - 1)
     for row, length in enumerate(range(1, 5)):
         expected = torch.zeros(6)
         expected[2 : 2 + length] = 1.0
-        torch.testing.assert_close(micro["mask"][row], expected)
-        torch.testing.assert_close(micro["rollout_logp"][row], -0.5 * expected)
-    assert [s.tolist() for s in micro["input_ids"]][1] == [5, 6, 7, 5, 5]
+        torch.testing.assert_close(micro.mask[row], expected)
+        torch.testing.assert_close(micro.rollout_logp[row], -0.5 * expected)
+    assert [s.tolist() for s in micro.input_ids][1] == [5, 6, 7, 5, 5]

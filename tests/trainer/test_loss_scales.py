@@ -36,10 +36,10 @@ class UnigramPolicy:
         self.weight.grad = None
         losses = []
         for mb in micro_batches:
-            width = mb["mask"].shape[1]
+            width = mb.mask.shape[1]
             table = torch.log_softmax(self.weight, 0)
             logp = torch.stack([torch.nn.functional.pad(table[ids[1:]], (0, width - len(ids) + 1))
-                                for ids in mb["input_ids"]])
+                                for ids in mb.input_ids])
             loss, _ = loss_fn(logp, None, mb)
             (loss / len(micro_batches)).backward()
             losses.append(loss.detach())
