@@ -41,7 +41,7 @@ bench-gpu:
 	bash perf/run_gpu.sh
 
 bench: venv
-	$(VENV)/bin/r1core bench
+	$(PY) -m perf.run_all
 
 clean:
 	rm -rf $(VENV) build *.egg-info

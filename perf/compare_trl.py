@@ -177,7 +177,7 @@ def prepare_start(args: argparse.Namespace, work: Path) -> Path:
     """Cold-start SFT with r1core's pipeline; returns the HF checkpoint both trainers load."""
     from r1core.config.loader import load_config
     from r1core.config.run import RunConfig
-    from r1core.trainer.pipeline import Pipeline
+    from r1core.commands.train import Pipeline
 
     cfg = load_config(RunConfig, None, run_config_overrides(args) + model_overrides(args) + [
         f"run.output_root={work}", "run.name=coldstart", f"sft.epochs={args.sft_epochs}", "logging.tensorboard=false",
@@ -259,7 +259,7 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     from transformers import AutoModelForCausalLM, TrainerCallback
 
     from r1core.rewards import compose_rewards
-    from r1core.trainer.bootstrap import load_tokenizer
+    from r1core.data.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(start)
     if tokenizer.pad_token is None:

@@ -27,6 +27,16 @@ import torch
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A tokenised training prompt with its verifiable answer; ``uid`` identifies it across
+    steps (pass rates, logs, the checkpointed data order)."""
+
+    tokens: list[int]
+    gold: str
+    uid: Hashable
+
+
+@dataclass(frozen=True)
 class GroupView:
     """Per-row values of a :class:`RolloutBatch` as ``[G, n]`` views (no copies).
 
@@ -175,9 +185,11 @@ class RolloutBatch:
 
     @staticmethod
     def concat(batches: Sequence["RolloutBatch"]) -> "RolloutBatch":
-        """The groups of every batch, in order (same group size and the same optional fields)."""
+        """The groups of every batch, in order (same group size and the same optional fields;
+        empty batches are skipped)."""
         if not batches:
             raise ValueError("concat needs at least one batch")
+        batches = [b for b in batches if b.num_groups] or list(batches[:1])
         if len(batches) == 1:
             return batches[0]
         first = batches[0]

@@ -1,15 +1,15 @@
-"""The ``r1core`` command: ``train``, ``sft``, ``eval``, ``bench`` and ``launch``.
+"""The ``r1core`` command: ``train``, ``sft``, ``eval`` and ``launch``.
 
 ``train``, ``sft`` and ``eval`` assemble a :class:`~r1core.config.RunConfig` from
 ``--config run.yaml`` and ``dotted.key=value`` overrides first; an unknown or mistyped key
 stops the command there, before any model, process group or file is created. They then
-hand the configuration to the component's ``run(cfg)`` function (table below), which is
-imported only at that point so the command stays quick and light.
+hand the configuration to the command's ``run(cfg)`` function in :mod:`r1core.commands`
+(table below), which is imported only at that point so the command stays quick and light.
 
 Exit status: 0 success, 2 bad configuration, arguments or input (a malformed data row, a
-layout that does not fit the world size, a run folder that already holds a run), 69 the
-requested component or one of its optional dependencies is not part of this installation,
-otherwise what the component or benchmark returns. Input errors print one line naming the
+layout that does not fit the world size, a run folder that already holds a run), 69 one of
+the command's optional dependencies is not part of this installation, otherwise what the
+command returns. Input errors print one line naming the
 cause; ``R1CORE_TRACEBACK=1`` prints the full traceback instead.
 """
 
@@ -18,45 +18,44 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 EXIT_CONFIG_ERROR = 2
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
 
-# subcommand -> (module, function, what it is). The function receives the RunConfig.
-ENTRY_POINTS: dict[str, tuple[str, str, str]] = {
-    "train": ("r1core.trainer.pipeline", "run", "the GRPO-family RL trainer"),
-    "sft": ("r1core.trainer.sft", "run", "the supervised fine-tuning trainer"),
-    "eval": ("r1core.eval.runner", "run", "the evaluator (avg@k, pass@k, maj@k)"),
+@dataclass(frozen=True)
+class Command:
+    """A run command: ``module.run(cfg)`` does the work."""
+
+    module: str
+    help: str
+    resumable: bool
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("r1core.commands.train", "RL training: GRPO and its variants", resumable=True),
+    "sft": Command("r1core.commands.sft", "supervised fine-tuning: cold start, distillation from jsonl traces",
+                   resumable=True),
+    "eval": Command("r1core.commands.eval", "evaluate a checkpoint: avg@k, pass@k, maj@k", resumable=False),
 }
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCH_SCRIPT = REPO_ROOT / "perf" / "run_all.py"
 
 
 class UnavailableError(RuntimeError):
-    """The component behind a subcommand is not installed in this build."""
-
-
-RUN_COMMANDS = {
-    "train": ("RL training: GRPO and its variants", True),
-    "sft": ("supervised fine-tuning: cold start, distillation from jsonl traces", True),
-    "eval": ("evaluate a checkpoint: avg@k, pass@k, maj@k", False),
-}
+    """The module behind a command is not part of this installation."""
 
 
 def build_run_parser(command: str) -> argparse.ArgumentParser:
     """Parser of ``r1core train|sft|eval``: options and overrides may be intermixed."""
-    help_text, resume = RUN_COMMANDS[command]
-    parser = argparse.ArgumentParser(prog=f"r1core {command}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"r1core {command}", description=COMMANDS[command].help)
     parser.add_argument("--config", metavar="YAML", help="run configuration file")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved configuration and exit"
     )
-    if resume:
+    if COMMANDS[command].resumable:
         parser.add_argument(
             "--resume",
             action="store_true",
@@ -70,9 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Top-level parser: only names the subcommands (each parses its own arguments)."""
     parser = argparse.ArgumentParser(prog="r1core", description="DeepSeek-R1-style RL for LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command, (help_text, _) in RUN_COMMANDS.items():
-        sub.add_parser(command, help=help_text)
-    sub.add_parser("bench", help="run the performance suite (perf/run_all.py)")
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help)
     sub.add_parser("launch", help="plan layouts; print torchrun/SLURM launch commands")
     return parser
 
@@ -84,20 +82,17 @@ def resolve_entry_point(command: str) -> Callable[[Any], Any]:
         UnavailableError: its module is not present in this installation. An import error
             raised *inside* an existing module is a bug and propagates unchanged.
     """
-    module_name, function_name, what = ENTRY_POINTS[command]
+    module_name = COMMANDS[command].module
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
             raise UnavailableError(
-                f"r1core {command}: {what} ({module_name}.{function_name}) is not available in "
-                "this build yet; the configuration was validated and nothing was run"
+                f"r1core {command}: {module_name} is not part of this installation; the "
+                "configuration was validated and nothing was run"
             ) from error
         raise
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise UnavailableError(f"r1core {command}: {module_name} has no {function_name}() entry point")
-    return function
+    return module.run
 
 
 def _run_component(command: str, args: argparse.Namespace) -> int:
@@ -167,17 +162,6 @@ def input_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _run_bench(argv: Sequence[str]) -> int:
-    if not BENCH_SCRIPT.is_file():
-        print(
-            f"r1core bench: the performance suite {BENCH_SCRIPT} is not present in this checkout "
-            "(it ships with the repository, not the installed package)",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
-    return subprocess.call([sys.executable, str(BENCH_SCRIPT), *argv], cwd=REPO_ROOT)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``r1core`` console script; returns the exit status."""
     # Intel MKL picks GEMM code paths by buffer alignment, so the same run can round
@@ -190,14 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     os.environ.setdefault("OMP_DYNAMIC", "FALSE")
     argv = list(sys.argv[1:] if argv is None else argv)
-    # bench and launch own their argument parsing; everything after the word goes to them.
-    if argv and argv[0] == "bench":
-        return _run_bench(argv[1:])
+    # launch owns its argument parsing; everything after the word goes to it.
     if argv and argv[0] == "launch":
         from r1core.launch.cli import main as launch_main
 
         return launch_main(argv[1:])
-    if not argv or argv[0] not in RUN_COMMANDS:
+    if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv[:1])  # prints usage or help and exits
     args = build_run_parser(argv[0]).parse_intermixed_args(argv[1:])
     return _run_component(argv[0], args)

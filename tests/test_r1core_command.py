@@ -1,5 +1,5 @@
 """The ``r1core`` command: configuration checked before any work, dispatch to components,
-clear errors for components not present, ``bench`` and ``launch`` delegation."""
+clear errors for components not present, ``launch`` delegation."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def entry_module(tmp_path, monkeypatch):
 
 
 def test_train_dispatches_a_validated_config(tmp_path, monkeypatch, entry_module):
-    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.good", "run", "test trainer"))
+    monkeypatch.setitem(cli.COMMANDS, "train", cli.Command(f"{entry_module}.good", "test", resumable=True))
     root = tmp_path / "runs"
     root.mkdir()
     status = cli.main(["train", f"run.output_root={root}", "--resume", "parallel.tensor=2"])
@@ -41,7 +41,7 @@ def test_train_dispatches_a_validated_config(tmp_path, monkeypatch, entry_module
 
 
 def test_unknown_key_fails_before_any_work(tmp_path, monkeypatch, entry_module, capsys):
-    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.good", "run", "test trainer"))
+    monkeypatch.setitem(cli.COMMANDS, "train", cli.Command(f"{entry_module}.good", "test", resumable=True))
     root = tmp_path / "runs"
     root.mkdir()
     status = cli.main(["train", f"run.output_root={root}", "trainer.lr=1e-6"])
@@ -58,16 +58,16 @@ def test_config_file_errors_name_the_key(tmp_path, capsys):
 
 
 def test_missing_component_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(cli.ENTRY_POINTS, "eval", ("r1core.no_such_module_here", "run", "the evaluator"))
+    monkeypatch.setitem(cli.COMMANDS, "eval", cli.Command("r1core.no_such_module_here", "test", resumable=True))
     status = cli.main(["eval", f"run.output_root={tmp_path}"])
     assert status == cli.EXIT_UNAVAILABLE
     err = capsys.readouterr().err
-    assert "the evaluator (r1core.no_such_module_here.run) is not available" in err
+    assert "r1core.no_such_module_here is not part of this installation" in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_import_errors_inside_a_component_are_not_hidden(monkeypatch, entry_module):
-    monkeypatch.setitem(cli.ENTRY_POINTS, "train", (f"{entry_module}.broken", "run", "broken trainer"))
+    monkeypatch.setitem(cli.COMMANDS, "train", cli.Command(f"{entry_module}.broken", "test", resumable=True))
     with pytest.raises(ModuleNotFoundError, match="a_module_that_does_not_exist_anywhere"):
         cli.main(["train"])
 
@@ -78,19 +78,16 @@ def test_print_config_shows_the_resolved_configuration(capsys):
     assert "pipeline: 4" in out and "seed: 9" in out and "resume: true" in out
 
 
-def test_bench_runs_the_perf_suite(tmp_path, monkeypatch):
-    script = tmp_path / "run_all.py"
-    script.write_text("import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('ran')\nsys.exit(7)\n")
-    monkeypatch.setattr(cli, "BENCH_SCRIPT", script)
-    marker = tmp_path / "marker"
-    assert cli.main(["bench", str(marker)]) == 7
-    assert marker.read_text() == "ran"
-
-
-def test_bench_without_the_suite(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "BENCH_SCRIPT", tmp_path / "perf" / "run_all.py")
-    assert cli.main(["bench"]) == cli.EXIT_UNAVAILABLE
-    assert "is not present" in capsys.readouterr().err
+def test_print_config_shows_dapo_in_the_algorithm_section(capsys):
+    """DAPO's knobs are algorithm keys; the embedded default leaves its sampling strategies off."""
+    assert cli.main(["train", "--print-config", "algorithm.dynamic_sampling.enabled=true"]) == 0
+    out = capsys.readouterr().out
+    algorithm = out[out.index("algorithm:"):].split("\n\n")[0]
+    for key in ("dynamic_sampling:", "enabled: true", "max_refill_rounds:", "overlong:", "buffer_fraction: 0.0",
+                "difficulty:", "curriculum: false", "length_schedule:", "clip_high: 0.28", "loss: dapo"):
+        assert key in algorithm, key
+    trainer = out[out.index("\ntrainer:"):]
+    assert "dynamic_sampling" not in trainer.split("\n\n")[0] and "overlong" not in trainer.split("\n\n")[0]
 
 
 def test_launch_is_delegated(capsys):
@@ -129,7 +126,7 @@ def failing_module(tmp_path, monkeypatch):
             raise RuntimeError("an engine crashed")
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(cli.ENTRY_POINTS, "sft", ("failing_pkg.entry", "run", "failing trainer"))
+    monkeypatch.setitem(cli.COMMANDS, "sft", cli.Command("failing_pkg.entry", "test", resumable=True))
 
 
 def test_input_errors_inside_a_component_are_one_line(tmp_path, failing_module, monkeypatch, capsys):

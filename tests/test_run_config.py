@@ -147,3 +147,19 @@ def test_algorithm_section_is_the_algorithms_package_config():
         load_config(RunConfig, None, ["algorithm.loss=nope"])
     with pytest.raises(ConfigError, match="'algorithm.clip_hi'"):
         load_config(RunConfig, None, ["algorithm.clip_hi=0.3"])
+
+
+def test_algorithm_preset_key_starts_the_section_from_the_recipe(tmp_path):
+    """`algorithm.preset=NAME` loads the recipe; the keys given beside it change it, wherever
+    they come from (file or override), and an unknown name is refused with the valid ones."""
+    path = tmp_path / "run.yaml"
+    path.write_text("algorithm:\n  preset: grpo\n  kl_coef: 0.01\n")
+    config = load_config(RunConfig, path, ["algorithm.clip_high=0.3"])
+    assert (config.algorithm.preset, config.algorithm.kl_mode, config.algorithm.kl_coef) == ("grpo", "loss", 0.01)
+    assert config.algorithm.clip_high == 0.3 and not config.algorithm.dynamic_sampling.enabled
+    dapo = load_config(RunConfig, None, ["algorithm.preset=dapo"]).algorithm
+    assert dapo.dynamic_sampling.enabled and dapo.overlong.buffer_fraction == 0.2
+    default = load_config(RunConfig, None, []).algorithm
+    assert default.loss == "dapo" and not default.dynamic_sampling.enabled  # the embedded run's choice
+    with pytest.raises(ConfigError, match="unknown algorithm preset 'vapo'; valid: cispo"):
+        load_config(RunConfig, None, ["algorithm.preset=vapo"])

@@ -2,7 +2,7 @@
 
     from r1core.algos import AlgorithmConfig, compute_advantages, compute_policy_loss
 
-    algo = AlgorithmConfig.preset("dapo")
+    algo = AlgorithmConfig.from_preset("dapo")
     adv = compute_advantages(algo.estimator, AdvantageInputs(rewards, mask, group_size=8),
                              algo.advantage_config())
     loss, metrics = compute_policy_loss(algo.loss, LossInputs(logp, old_logp, adv.advantages, mask),

@@ -147,6 +147,7 @@ def load_config(
         except Exception as error:  # OmegaConf or the YAML parser underneath it
             first_line = str(error).split("\n", 1)[0]
             raise ConfigError(f"cannot parse override {item!r}: {first_line}", key=key) from error
+    merged = _start_from_presets(schema_cls, merged, [layer for _, layer, _ in layers])
     for source, layer, key in layers:
         try:
             merged = OmegaConf.merge(merged, layer)
@@ -159,6 +160,28 @@ def load_config(
     except (TypeError, ValueError, KeyError) as error:  # a schema's __post_init__ checks
         reason = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise ConfigError(f"invalid configuration: {reason}") from error
+
+
+def _start_from_presets(schema_cls: type, merged: Any, layers: Sequence[Any]) -> Any:
+    """Sections whose dataclass offers presets (a ``preset`` field and a ``from_preset(name)``
+    classmethod, as ``AlgorithmConfig`` does) start from the preset the layers name last, so
+    that the section's other keys in the file and the overrides apply on top of the recipe."""
+    OmegaConf = _omegaconf().OmegaConf
+    for spec in dataclasses.fields(schema_cls):
+        section = typing.get_type_hints(schema_cls).get(spec.name)
+        names = {f.name for f in dataclasses.fields(section)} if dataclasses.is_dataclass(section) else set()
+        if "preset" not in names or not callable(getattr(section, "from_preset", None)):
+            continue
+        chosen = [OmegaConf.select(layer, f"{spec.name}.preset", default=None) for layer in layers]
+        chosen = [name for name in chosen if name]
+        if chosen:
+            try:
+                base = section.from_preset(str(chosen[-1]))
+            except KeyError as error:
+                raise ConfigError(f"bad value for configuration key '{spec.name}.preset': {error.args[0]}",
+                                  key=f"{spec.name}.preset") from None
+            merged[spec.name] = OmegaConf.structured(base)
+    return merged
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -15,9 +15,7 @@ from r1core.data.templates import (
     ChatTemplate,
     CompactTemplate,
     R1ZeroTemplate,
-    extract_answer_tag,
     get_template,
-    r1_format_ok,
 )
 
 __all__ = [
@@ -31,12 +29,10 @@ __all__ = [
     "R1ZeroTemplate",
     "answer_to_string",
     "data_dir",
-    "extract_answer_tag",
     "get_template",
     "gsm8k_gold",
     "load_benchmark",
     "load_jsonl",
     "load_parquet",
     "load_problems",
-    "r1_format_ok",
 ]

@@ -14,11 +14,11 @@ Templates are looked up by name (:func:`get_template`) and all have the signatur
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from r1core._registry import Registry
+from r1core.rewards.extract import THINK_OPEN
 
 # DeepSeek-R1's template for R1-Zero training (Table 1 of the R1 paper), word for word;
 # ``{problem}`` is replaced by the question.
@@ -29,9 +29,6 @@ R1_ZERO_TEMPLATE = (
     "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
     "<answer> answer here </answer>. User: {problem}. Assistant:"
 )
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
 
 class PromptTemplate(Protocol):
@@ -103,25 +100,3 @@ class ChatTemplate:
 def get_template(name: str, **kwargs: Any) -> PromptTemplate:
     """The template ``name`` built with ``kwargs`` (``chat`` needs ``tokenizer=``)."""
     return TEMPLATES.get(name)(**kwargs)
-
-
-_ANSWER = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
-
-
-def extract_answer_tag(response: str) -> str | None:
-    """The content of the last ``<answer>...</answer>`` in ``response`` (stripped), or
-    ``None`` when there is none. Used for majority voting on R1-format responses."""
-    matches = _ANSWER.findall(response)
-    return matches[-1].strip() if matches else None
-
-
-def r1_format_ok(response: str, *, prompt_opens_think: bool = False) -> bool:
-    """Whether ``response`` is ``<think>...</think>`` then ``<answer>...</answer>``, with
-    nothing but whitespace around (the R1-Zero format). With ``prompt_opens_think`` the
-    opening ``<think>`` is part of the prompt (``compact`` template) and must not repeat."""
-    text = (THINK_OPEN + response) if prompt_opens_think else response
-    pattern = (
-        r"\s*" + re.escape(THINK_OPEN) + r"(?:(?!<think>|</think>).)*" + re.escape(THINK_CLOSE)
-        + r"\s*" + re.escape(ANSWER_OPEN) + r"(?:(?!<answer>|</answer>).)*" + re.escape(ANSWER_CLOSE) + r"\s*"
-    )
-    return re.fullmatch(pattern, text, re.DOTALL) is not None

@@ -15,7 +15,6 @@ Two engines behind one interface (:class:`Trainer`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -24,26 +23,10 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
 from r1core.batch import MicroBatch
+from r1core.models.policy_config import OptimConfig
 
 if TYPE_CHECKING:
     from r1core.models.policy import Batch, Policy
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser settings of :meth:`Policy.train_step`.
-
-    lr, weight_decay, betas, eps: AdamW's.
-    clip_grad: global gradient-norm clip (0 disables).
-    distributed_optimizer: shard optimiser state over data-parallel ranks (CUDA engine).
-    """
-
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip_grad: float = 1.0
-    distributed_optimizer: bool = True
 
 
 class Trainer:

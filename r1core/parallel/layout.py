@@ -20,22 +20,34 @@ The rules are Megatron-Core's (``megatron/core/parallel_state.py``,
   size must equal the dense one.
 
 Model-shape rules (attention heads vs TP, layers vs PP, experts vs EP...) live in
-:func:`check_model_fits` because they need a :class:`~r1core.models.shape.ModelShape`.
+:func:`check_model_fits` because they need the model's sizes (:class:`ModelDimensions`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
-
-if TYPE_CHECKING:
-    from r1core.models.shape import ModelShape
+from typing import Optional, Protocol
 
 PARALLEL_NAMES = ("tp", "cp", "ep", "dp", "pp")
 DEFAULT_ORDER = "tp-cp-ep-dp-pp"
 # Megatron-LM pads the vocabulary to a multiple of this times TP so every TP shard of the
 # embedding and output layer has the same, GEMM-friendly width.
 VOCAB_DIVISIBLE_BY = 128
+
+
+class ModelDimensions(Protocol):
+    """The sizes of a model that the layout rules read (``r1core.models.shape.ModelShape`` has
+    them all)."""
+
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    ffn_hidden_size: int
+    vocab_size: int
+    num_experts: int
+    moe_top_k: int
+    moe_ffn_hidden_size: int
+    num_dense_layers: int
 
 
 class LayoutError(ValueError):
@@ -228,7 +240,7 @@ def padded_vocab_size(vocab_size: int, tensor: int) -> int:
 
 
 def check_model_fits(
-    layout: ParallelLayout, model: ModelShape, sequence_length: int | None = None
+    layout: ParallelLayout, model: ModelDimensions, sequence_length: int | None = None
 ) -> list[str]:
     """Model-shape rules of Megatron-Core for this layout.
 

@@ -26,6 +26,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+# The R1 format: reasoning in <think>...</think>, then the answer in <answer>...</answer>.
+# Every module that writes or reads the format takes the tags from here.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+R1_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
 # Everything here must stay linear in the response length: megabyte answers with thousands of
 # unclosed tags or braces are part of the adversarial test set.
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
@@ -57,10 +63,10 @@ class ExtractedAnswer:
 
 def answer_region(response: str) -> str:
     """Text after the last ``</think>``; empty if ``<think>`` is opened and never closed."""
-    close = response.rfind("</think>")
+    close = response.rfind(THINK_CLOSE)
     if close >= 0:
-        return response[close + len("</think>") :]
-    if "<think>" in response:
+        return response[close + len(THINK_CLOSE) :]
+    if THINK_OPEN in response:
         return ""
     return response
 
@@ -121,14 +127,20 @@ def find_answer_tags(text: str) -> list[str]:
     contents = []
     position = 0
     while True:
-        start = text.find("<answer>", position)
+        start = text.find(ANSWER_OPEN, position)
         if start < 0:
             return contents
-        end = text.find("</answer>", start + len("<answer>"))
+        end = text.find(ANSWER_CLOSE, start + len(ANSWER_OPEN))
         if end < 0:
             return contents
-        contents.append(text[start + len("<answer>") : end])
-        position = end + len("</answer>")
+        contents.append(text[start + len(ANSWER_OPEN) : end])
+        position = end + len(ANSWER_CLOSE)
+
+
+def final_answer_tag(response: str) -> str | None:
+    """The stripped content of the last closed ``<answer>...</answer>``, or None."""
+    tags = find_answer_tags(response)
+    return tags[-1].strip() if tags else None
 
 
 def normalize_candidate(candidate: str) -> str:

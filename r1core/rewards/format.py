@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from r1core.rewards.extract import R1_TAGS
 from r1core.rewards.registry import register_reward
 
-_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _BLOCKS_RE = re.compile(
     r"\s*(?P<open><think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*",
     re.DOTALL,
@@ -43,7 +43,7 @@ class R1FormatConfig:
 
 def format_ok(response: str, config: R1FormatConfig) -> bool:
     """True when ``response`` follows the R1 layout (see the module docstring)."""
-    counts = [response.count(tag) for tag in _TAGS]
+    counts = [response.count(tag) for tag in R1_TAGS]
     open_count = counts[0]
     if counts[1:] != [1, 1, 1] or open_count > 1:
         return False

@@ -61,22 +61,31 @@ class OverlongPenaltyConfig:
             raise ValueError(f"need 0 < buffer <= max_length, got {self.buffer}, {self.max_length}")
 
 
+def soft_overlong_penalty(length: float, max_length: int, buffer: int, penalty: float = 1.0) -> float:
+    """DAPO's soft overlong punishment of one length (Yu et al. 2025, eq. 13): 0 up to
+    ``max_length - buffer``; ``-penalty * (L - (max_length - buffer)) / buffer`` up to
+    ``max_length``; ``-penalty`` beyond. The one definition, also used by the trainer's
+    overlong reward shaping on token lengths (``r1core.algos.sampling.OverlongRewardShaping``)."""
+    if max_length < 1 or not 0 < buffer <= max_length:
+        raise ValueError(f"need 0 < buffer <= max_length, got buffer {buffer}, max_length {max_length}")
+    if penalty < 0:
+        raise ValueError(f"penalty must be >= 0, got {penalty}")
+    soft_start = max_length - buffer
+    if length <= soft_start:
+        return 0.0
+    if length <= max_length:
+        return -penalty * (length - soft_start) / buffer
+    return -penalty
+
+
 @register_reward("overlong_penalty", config=OverlongPenaltyConfig)
 def overlong_penalty(
     responses: list[str], golds: list[str], config: OverlongPenaltyConfig = OverlongPenaltyConfig()
 ) -> list[float]:
-    """0 up to ``max_length - buffer``; then ``-penalty * (L - (max_length - buffer)) / buffer``
-    up to ``max_length``; ``-penalty`` beyond. One float in [-penalty, 0] per response."""
-    soft_start = config.max_length - config.buffer
-    scores = []
-    for length in response_lengths(responses, config.unit, config.tokenizer_path):
-        if length <= soft_start:
-            scores.append(0.0)
-        elif length <= config.max_length:
-            scores.append(-config.penalty * (length - soft_start) / config.buffer)
-        else:
-            scores.append(-config.penalty)
-    return scores
+    """:func:`soft_overlong_penalty` of each response's length in ``config.unit``: one float in
+    ``[-penalty, 0]`` per response."""
+    return [soft_overlong_penalty(length, config.max_length, config.buffer, config.penalty)
+            for length in response_lengths(responses, config.unit, config.tokenizer_path)]
 
 
 @dataclass(frozen=True)

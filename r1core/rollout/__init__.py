@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from r1core.rollout.bridge import ModuleWeightSource, WeightSource
 from r1core.rollout.config import RolloutConfig
-from r1core.rollout.mismatch import logprob_mismatch
 from r1core.rollout.policy_sync import sync_policy_weights
 from r1core.rollout.weight_update import SyncStats, WeightUpdate
 
@@ -25,7 +24,6 @@ __all__ = [
     "VLLMRollout",
     "WeightSource",
     "WeightUpdate",
-    "logprob_mismatch",
     "sync_policy_weights",
 ]
 

@@ -171,7 +171,7 @@ class CheckpointManager:
         self,
         step: int,
         state: dict[str, Any],
-        config: Any = None,
+        config_yaml: str | None = None,
         capture_rng: bool = True,
     ) -> Path:
         """Write this rank's ``state`` for ``step``; collective: every rank must call it.
@@ -182,8 +182,8 @@ class CheckpointManager:
                 "optimizer": optimizer.state_dict(), "data": loader.state_dict()}``.
                 Tensors are saved as they are (move them to CPU first to free the device
                 sooner; torch.load maps them back to CPU).
-            config: the run's configuration (a dataclass instance or a mapping), stored as
-                ``config.yaml`` by rank 0.
+            config_yaml: the run's configuration as YAML text (``r1core.config.dump_config``),
+                stored as ``config.yaml`` by rank 0.
             capture_rng: also store every global RNG state under ``state["rng"]``.
 
         Returns:
@@ -227,7 +227,7 @@ class CheckpointManager:
         failure = None
         if self.rank == 0:
             try:
-                self._commit(step, temporary, final, config)
+                self._commit(step, temporary, final, config_yaml)
             except Exception as error:
                 failure = f"rank 0 commit: {type(error).__name__}: {error}"
                 if not self.distributed:
@@ -245,16 +245,14 @@ class CheckpointManager:
         dist.all_gather_object(gathered, item, group=self.group)
         return gathered
 
-    def _commit(self, step: int, temporary: Path, final: Path, config: Any) -> None:
+    def _commit(self, step: int, temporary: Path, final: Path, config_yaml: str | None) -> None:
         files = sorted(entry.name for entry in temporary.iterdir())
         expected = [rank_filename(rank) for rank in range(self.world_size)]
         missing = sorted(set(expected) - set(files))
         if missing:
             raise RuntimeError(f"checkpoint step {step}: rank files missing after the barrier: {missing}")
-        if config is not None:
-            from r1core.config.loader import dump_config
-
-            dump_config(config, temporary / "config.yaml")
+        if config_yaml is not None:
+            _write_durable(temporary / "config.yaml", config_yaml.encode())
         meta = {
             "format_version": FORMAT_VERSION,
             "step": step,

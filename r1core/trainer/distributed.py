@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from r1core.batch import MicroBatch
 from r1core.parallel.topology import Topology
 
 
@@ -34,6 +35,15 @@ def global_loss_scales(denominators: Sequence[float], topology: "Topology") -> l
     return [d * factor / total if total > 0 else 0.0 for d in denominators]
 
 
+def set_loss_scales(micro_batches: Sequence[MicroBatch], denominators: Sequence[Any], topology: Topology) -> None:
+    """Set each micro-batch's ``loss_scale`` from its aggregation denominator (its response
+    tokens for a token-mean, its rows for a sequence-mean; see :func:`global_loss_scales`).
+    Collective over the data-parallel group."""
+    scales = global_loss_scales([float(d) for d in denominators], topology)
+    for micro, scale in zip(micro_batches, scales):
+        micro.loss_scale = scale
+
+
 # ---------------------------------------------------------------------- metric reduction
 
 
@@ -51,10 +61,11 @@ def mean_metrics(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 #: Counts that add up over replicas.
-SUMMED = frozenset({"num_samples", "train_tokens", "groups_dropped", "reward_failures"})
+SUMMED = frozenset({"num_samples", "train_tokens", "reward_failures", "dynamic_sampling/groups_dropped",
+                    "dynamic_sampling/groups_kept"})
 #: Values every replica shares or whose worst case matters (wall times: the slowest replica
 #: sets the step time).
-MAXED = frozenset({"sampling_tries", "grad_norm", "lr"})
+MAXED = frozenset({"dynamic_sampling/rounds", "grad_norm", "lr"})
 #: Means over the same number of samples on every replica (the first generation round).
 UNWEIGHTED = frozenset({"reward_mean_all"})
 

@@ -1,12 +1,14 @@
 """The GRPO trainer: one step of R1-style RL, top to bottom.
 
-    prompts -> rollouts (n per prompt) -> rewards in the worker pool -> advantages
-    -> dynamic-sampling refill -> old and reference log-probs -> policy update
-    -> weight sync -> metrics
+    prompts -> rollouts (n per prompt) -> rewards in the worker pool -> overlong shaping
+    -> dynamic-sampling refill -> advantages -> old and reference log-probs
+    -> policy update -> weight sync -> metrics
 
-The policy (Megatron-Core), the rollout engine (vLLM), the rewards and the algorithm
-pieces are built elsewhere and handed in; this module only orders the work and keeps the
-host synchronisations to the one place that needs them (turning metrics into floats for
+Every stage passes one :class:`~r1core.batch.RolloutBatch` to the next; the sampling
+strategies and the algorithm's numerics come from :mod:`r1core.algos`, configured in the
+run's ``algorithm`` section. The policy (Megatron-Core), the rollout engine (vLLM) and the
+reward scorer are built elsewhere and handed in; this module only orders the work and keeps
+the host synchronisations to the one place that needs them (turning metrics into floats for
 logging at the end of the step).
 """
 
@@ -14,49 +16,65 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable
 
 import torch
 
 from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_advantages, compute_policy_loss, kl_reward
 from r1core.algos.losses import resolve_config
-from r1core.algos.sampling.groups import GroupBatch
-from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping
+from r1core.algos.mismatch import logprob_mismatch
+from r1core.algos.sampling import DynamicSampling
+from r1core.batch import MicroBatch, Prompt, RolloutBatch, rl_micro_batches, to_response_aligned, to_sequence_aligned
 from r1core.ops.grpo_loss import aggregation_denominator
-from r1core.trainer.config import GRPOConfig
 from r1core.parallel.layout import check_divisible
 from r1core.parallel.topology import Topology, even_slices
-from r1core.trainer.distributed import global_loss_scales, mean_metrics, reduce_step_metrics
-from r1core.trainer.samples import SampleBatch, gather_response, micro_batches, scatter_response
+from r1core.trainer.distributed import mean_metrics, reduce_step_metrics, set_loss_scales
+from r1core.trainer.protocols import PromptSource, RewardScorer, RolloutEngine, TrainablePolicy
+
+# Seeds of the engine's sampling. A step's seed is ``seed * STEP_SEED_STRIDE + step``, a prime
+# stride so two runs' seeds never collide for any realistic step count; each refill round of
+# a step adds ``ROUND_SEED_STRIDE`` (another prime) so its samples differ from the round
+# before, and each data-parallel replica adds its first group's index, so replicas sample
+# different groups whatever their number.
+STEP_SEED_STRIDE = 1_000_003
+ROUND_SEED_STRIDE = 7919
 
 
 @dataclass
-class Prompt:
-    """A tokenised prompt with its verifiable answer. ``uid`` identifies it across steps."""
+class GRPOConfig:
+    """Shape of one GRPO step (``trainer``)."""
 
-    prompt_ids: list[int]
-    gold: str
-    uid: int
-
-
-class PromptSource(Protocol):
-    """Endless, resumable stream of training prompts (``r1core.algos.sampling.PromptStream``)."""
-
-    def next(self, count: int) -> list[Prompt]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class RewardScorer(Protocol):
-    def __call__(self, responses: list[str], golds: list[str]) -> tuple[list[float], dict[str, list[float]], int]: ...
+    steps: int = 50
+    """Optimiser-step batches to train."""
+    prompts_per_step: int = 32
+    """Prompts sampled per step (before dynamic sampling drops any)."""
+    samples_per_prompt: int = 8
+    """Group size: responses per prompt."""
+    max_response_tokens: int = 48
+    """Generation budget per response (the largest stage when ``algorithm.length_schedule``
+    is set)."""
+    temperature: float = 1.0
+    """Sampling temperature; the trainer's log-probs use the same one."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    epochs_per_step: int = 1
+    """Passes over each step's batch (PPO epochs)."""
+    mini_batches: int = 1
+    """Optimiser updates per pass; with epochs_per_step = mini_batches = 1 the update is
+    exactly on-policy and the old log-probs equal the current ones, so that forward is
+    skipped."""
+    micro_batch_size: int = 256
+    """Samples per forward/backward (gradient accumulation inside a mini-batch). It does not
+    change the update: each micro-batch's loss is weighted by its share of the mini-batch
+    over every data-parallel replica (a token-mean is over all the step's tokens)."""
+    seed: int = 0
+    """Seed of sampling and data order."""
 
 
 @dataclass
 class StepResult:
     metrics: dict[str, float]
-    batch: SampleBatch | None = field(default=None, repr=False)
+    batch: RolloutBatch | None = field(default=None, repr=False)
 
 
 class GRPOTrainer:
@@ -75,13 +93,14 @@ class GRPOTrainer:
 
     Args:
         config: step shape (:class:`GRPOConfig`).
-        algorithm: estimator, loss, clipping, KL and entropy settings
+        algorithm: estimator, loss, KL and the sampling strategies
             (:class:`r1core.algos.AlgorithmConfig`).
-        policy: ``r1core.models.Policy`` (``logprobs``, ``train_step``, ``iter_hf_weights``).
-        rollout: ``r1core.rollout.VLLMRollout`` (``generate``, ``sync_weights``).
-        prompts: a :class:`PromptSource`.
+        policy: the policy trained (:class:`~r1core.trainer.protocols.TrainablePolicy`).
+        rollout: the engine that samples (:class:`~r1core.trainer.protocols.RolloutEngine`).
+        prompts: a :class:`~r1core.trainer.protocols.PromptSource`; when it is a
+            ``PromptStream`` with a pass-rate tracker, every step's groups update it.
         decode: token ids -> text, for the rewards.
-        score: ``(responses, golds) -> (totals, {component: scores}, num_failed)``.
+        score: a :class:`~r1core.trainer.protocols.RewardScorer`.
         ref_policy: reference model for the KL term; required when the algorithm uses a
             KL, and never built or run otherwise.
         topology: this rank's place among the trainer's ranks (default: one process).
@@ -93,13 +112,13 @@ class GRPOTrainer:
         self,
         config: GRPOConfig,
         algorithm: AlgorithmConfig,
-        policy: Any,
-        rollout: Any,
+        policy: TrainablePolicy | None,
+        rollout: RolloutEngine | None,
         prompts: PromptSource,
         decode: Callable[[list[int]], str],
-        score: RewardScorer,
+        score: RewardScorer | None,
         *,
-        ref_policy: Any | None = None,
+        ref_policy: TrainablePolicy | None = None,
         topology: Topology | None = None,
     ) -> None:
         self.topology = topology or Topology()
@@ -108,14 +127,17 @@ class GRPOTrainer:
             raise ValueError(f"the algorithm applies a KL ({algorithm.kl_mode}, coef {algorithm.kl_coef}) but no ref_policy was given")
         self.config = config
         self.algorithm = algorithm
+        self.budgets = algorithm.budget_schedule(config.max_response_tokens)
         self.loss_config = algorithm.loss_config()
         if self.loss_config.norm_length is None:
             # Dr. GRPO's constant: the generation budget (the loss op's own default, the
             # padded width of a micro-batch, would change with every micro-batch's prompts).
             self.loss_config = replace(self.loss_config, norm_length=float(config.max_response_tokens))
         # The loss's aggregation once its defaults are filled in: it decides what each
-        # micro-batch's share of the global batch is (see global_loss_scales).
+        # micro-batch's share of the global batch is (see set_loss_scales).
         self._resolved_loss = resolve_config(algorithm.loss, self.loss_config)
+        self.dynamic_sampling = (DynamicSampling(algorithm.dynamic_sampling, config.prompts_per_step)
+                                 if algorithm.dynamic_sampling.enabled else None)
         self.policy = policy
         self.rollout = rollout
         self.prompts = prompts
@@ -137,139 +159,96 @@ class GRPOTrainer:
         self.step_index = int(state["step"])
         self.prompts.load_state_dict(state["prompts"])
 
-    # ------------------------------------------------------------------ phases
+    # ------------------------------------------------------------------ sampling
 
-    def _generate(self, problems: list[Prompt], seed: int, first_group: int) -> SampleBatch:
+    def _generate(self, problems: list[Prompt], seed: int, first_group: int, budget: int) -> RolloutBatch:
         cfg = self.config
         groups = self.rollout.generate(
-            [p.prompt_ids for p in problems], n=cfg.samples_per_prompt, max_tokens=cfg.max_response_tokens,
+            [p.tokens for p in problems], n=cfg.samples_per_prompt, max_tokens=budget,
             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
         )
-        prompt_ids, response_ids, logps, group_ids, truncated, golds = [], [], [], [], [], []
-        for group, (problem, samples) in enumerate(zip(problems, groups), start=first_group):
-            for sample in samples:
-                prompt_ids.append(problem.prompt_ids)
-                response_ids.append(sample.token_ids)
-                logps.append(torch.tensor(sample.logprobs, dtype=torch.float32))
-                group_ids.append(group)
-                truncated.append(sample.finish_reason == "length")
-                golds.append(problem.gold)
-        batch = SampleBatch(
-            prompt_ids, response_ids, logps, torch.tensor(group_ids), torch.zeros(len(prompt_ids)),
-            torch.tensor(truncated), extras={"golds": golds},
+        samples = [sample for group in groups for sample in group]
+        return RolloutBatch(
+            cfg.samples_per_prompt, [p.tokens for p in problems], [p.uid for p in problems],
+            [p.gold for p in problems], torch.arange(first_group, first_group + len(problems)),
+            [s.token_ids for s in samples], [torch.tensor(s.logprobs, dtype=torch.float32) for s in samples],
+            torch.zeros(len(samples)), torch.tensor([s.finish_reason == "length" for s in samples], dtype=torch.bool),
+            routes=_routes(samples),
         )
-        return batch
 
-    def _reward(self, batch: SampleBatch) -> dict[str, float]:
-        responses = [self.decode(ids) for ids in batch.response_ids]
-        totals, components, num_failed = self.score(responses, batch.extras["golds"])
-        batch.rewards = torch.tensor(totals, dtype=torch.float32)
-        batch.extras["components"] = {name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()}
-        return {"reward_failures": float(num_failed)}
+    def _reward(self, batch: RolloutBatch) -> tuple[RolloutBatch, dict[str, float]]:
+        responses = [self.decode(ids) for ids in batch.response_tokens]
+        golds = [batch.golds[batch.row_group(row)] for row in range(len(batch))]
+        totals, components, num_failed = self.score(responses, golds)
+        scored = batch.with_fields(
+            rewards=torch.tensor(totals, dtype=torch.float32),
+            components={name: torch.tensor(v, dtype=torch.float32) for name, v in components.items()},
+        )
+        return scored, {"reward_failures": float(num_failed)}
 
-    def _rollout_round(
-        self, problems: list[Prompt], seed: int, first_group: int, timings: dict[str, float]
-    ) -> tuple[SampleBatch, dict[str, float]]:
+    def _rollout_round(self, problems: list[Prompt], seed: int, first_group: int, budget: int,
+                       timings: dict[str, float]) -> tuple[RolloutBatch, dict[str, float]]:
         """Generate and score ``problems`` on the replica's leader; the other ranks of its
-        model-parallel group get the scored samples in one broadcast."""
+        model-parallel group get the scored batch in one broadcast."""
         topology = self.topology
-        payload: dict[str, Any] | None = None
+        payload: tuple[RolloutBatch, dict[str, float]] | None = None
         if topology.is_leader:
             start = time.perf_counter()
-            batch = self._generate(problems, seed, first_group)
+            batch = self._generate(problems, seed, first_group, budget)
             timings["generate_s"] += time.perf_counter() - start
             start = time.perf_counter()
-            extra = self._reward(batch)
+            payload = self._reward(batch)
             timings["reward_s"] += time.perf_counter() - start
             if topology.mp_size == 1:
-                return batch, extra
-            payload = {
-                "response_ids": batch.response_ids, "rollout_logp": batch.rollout_logp,
-                "truncated": batch.truncated, "rewards": batch.rewards,
-                "components": batch.extras["components"], "extra": extra,
-            }
+                return payload
         start = time.perf_counter()
         payload = topology.broadcast_from_leader(payload)
         timings["broadcast_s"] = timings.get("broadcast_s", 0.0) + time.perf_counter() - start
-        if topology.is_leader:
-            return batch, extra
-        size = self.config.samples_per_prompt
-        batch = SampleBatch(
-            [p.prompt_ids for p in problems for _ in range(size)], payload["response_ids"], payload["rollout_logp"],
-            torch.arange(first_group, first_group + len(problems)).repeat_interleave(size),
-            payload["rewards"], payload["truncated"],
-            extras={"golds": [p.gold for p in problems for _ in range(size)], "components": payload["components"]},
-        )
-        return batch, dict(payload["extra"])
+        return payload
 
-    def _shape(self, batch: SampleBatch) -> None:
-        """Overlong reward shaping and filtering (``r1core.algos.sampling``), in place."""
-        cfg = self.config
-        if not cfg.overlong_buffer and not cfg.overlong_filter:
-            return
-        groups, size = len(batch) // cfg.samples_per_prompt, cfg.samples_per_prompt
-        grouped = GroupBatch(
-            list(range(groups)), batch.rewards.view(groups, size), batch.response_lengths.view(groups, size),
-            batch.truncated.view(groups, size),
-        )
-        if cfg.overlong_buffer:
-            grouped = OverlongRewardShaping(cfg.max_response_tokens, cfg.overlong_buffer, cfg.overlong_penalty)(grouped)
-        if cfg.overlong_filter:
-            grouped = OverlongFilter()(grouped)
-        batch.rewards = grouped.rewards.reshape(-1)
-        batch.loss_weights = grouped.loss_weight.reshape(-1)
-
-    def _sample(self, step_seed: int) -> tuple[SampleBatch, dict[str, float]]:
-        """Rollouts, rewards, advantages, and the dynamic-sampling refill."""
-        cfg = self.config
-        topology = self.topology
+    def _sample(self, step_seed: int, budget: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """Rollouts, rewards, overlong shaping and the dynamic-sampling refill: this replica's
+        share of the step's training groups."""
+        cfg, topology = self.config, self.topology
         # Every rank draws the global batch (the stream stays in step everywhere) and keeps
-        # its replica's contiguous share of whole groups. Group ids and per-prompt seeds are
-        # those of the global batch, so a replica's samples do not depend on how many
+        # its replica's contiguous share of whole groups. Group indices and per-prompt seeds
+        # are those of the global batch, so a replica's samples do not depend on how many
         # replicas there are.
         local = self.local_prompts
         offset = topology.dp_rank * local
         timings: dict[str, float] = {"generate_s": 0.0, "reward_s": 0.0}
-        kept: list[SampleBatch] = []
-        num_kept_groups = dropped = tries = 0
-        extra: dict[str, float] = {}
-        while True:
-            problems = self.prompts.next(cfg.prompts_per_step)[offset : offset + local]
-            batch, reward_extra = self._rollout_round(
-                problems, step_seed + 7919 * tries + offset, tries * cfg.prompts_per_step + offset, timings
-            )
-            extra.update(reward_extra)
-            start = time.perf_counter()
-            self._shape(batch)
-            timings["reward_s"] += time.perf_counter() - start
-            batch.advantages, zero_variance = self._advantages(batch)
-            if tries == 0:
-                extra["reward_mean_all"] = float(batch.rewards.mean())
-            if not cfg.dynamic_sampling:
-                kept.append(batch)
-                break
-            keep = (~zero_variance).nonzero().squeeze(1).tolist()
-            dropped += (len(batch) - len(keep)) // cfg.samples_per_prompt
-            if keep:
-                kept.append(batch.select(keep))
-                num_kept_groups += len(keep) // cfg.samples_per_prompt
-            tries += 1
-            # Refill until the replicas together hold a full batch; the count is summed over
-            # the data-parallel group, so every replica runs the same rounds.
-            if topology.dp_all_reduce(num_kept_groups, op="sum") >= cfg.prompts_per_step or tries > cfg.max_refill_tries:
-                break
-        if cfg.dynamic_sampling and topology.dp_size > 1:
-            merged = self._rebalance(kept)
-        else:
-            if not kept or sum(len(b) for b in kept) == 0:
-                raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
-            merged = _concat(kept)
-        extra.update(timings)
-        if cfg.dynamic_sampling:
-            extra.update({"groups_dropped": float(dropped), "sampling_tries": float(tries)})
-        return merged, extra
+        metrics: dict[str, float] = {}
 
-    def _rebalance(self, kept: list[SampleBatch]) -> SampleBatch:
+        def draw(round_index: int) -> RolloutBatch:
+            problems = self.prompts.next(cfg.prompts_per_step)[offset : offset + local]
+            seed = step_seed + ROUND_SEED_STRIDE * round_index + offset
+            batch, reward_metrics = self._rollout_round(
+                problems, seed, round_index * cfg.prompts_per_step + offset, budget, timings)
+            metrics.update(reward_metrics)
+            start = time.perf_counter()
+            batch = self.algorithm.overlong.apply(batch, budget)
+            timings["reward_s"] += time.perf_counter() - start
+            tracker = getattr(self.prompts, "tracker", None)
+            if tracker is not None:
+                tracker.update(batch)
+            return batch
+
+        batch = draw(0)
+        metrics["reward_mean_all"] = float(batch.rewards.mean())
+        if self.dynamic_sampling is not None:
+            total = lambda kept: int(topology.dp_all_reduce(kept, op="sum"))  # noqa: E731
+            batch, stats = self.dynamic_sampling.run(batch, draw, total=total)
+            metrics.update(stats.as_metrics())
+            if topology.dp_size > 1:
+                batch = self._rebalance(batch)
+            elif batch.num_groups == 0:
+                raise RuntimeError("dynamic sampling kept no group: every group had equal outcomes in every round")
+            else:
+                batch = self.dynamic_sampling.truncate(batch)
+        metrics.update(timings)
+        return batch, metrics
+
+    def _rebalance(self, kept: RolloutBatch) -> RolloutBatch:
         """Dynamic sampling over replicas: pool every replica's kept groups, keep the first
         (by generation order) ``prompts_per_step`` of them -- or the largest multiple of the
         data-parallel size there is -- and give each replica an equal contiguous share.
@@ -281,55 +260,57 @@ class GRPOTrainer:
         replicas without one repeat a kept group at loss weight 0, so that all of them
         still step together."""
         cfg, topology = self.config, self.topology
-        size = cfg.samples_per_prompt
-        local = _concat(kept) if kept else None
-        pooled = [b for b in topology.dp_all_gather(local) if b is not None and len(b)]
+        pooled = [b for b in topology.dp_all_gather(kept) if b.num_groups]
         if not pooled:
-            raise RuntimeError("dynamic sampling kept no group: every group had equal rewards in every try")
-        everything = _concat(pooled)
-        groups = sorted(set(everything.group_ids.tolist()))
-        per_replica = min(len(groups), cfg.prompts_per_step) // topology.dp_size
+            raise RuntimeError("dynamic sampling kept no group: every group had equal outcomes in every round")
+        everything = RolloutBatch.concat(pooled)
+        order = sorted(range(everything.num_groups), key=lambda g: int(everything.group_index[g]))
+        per_replica = min(len(order), cfg.prompts_per_step) // topology.dp_size
         if per_replica == 0:
-            mine, weight = [groups[topology.dp_rank % len(groups)]], float(topology.dp_rank < len(groups))
-        else:
-            start = topology.dp_rank * per_replica
-            mine, weight = groups[start : start + per_replica], 1.0
-        rank_of = {g: i for i, g in enumerate(mine)}
-        rows = sorted((i for i, g in enumerate(everything.group_ids.tolist()) if g in rank_of),
-                      key=lambda i: (rank_of[int(everything.group_ids[i])], i))
-        batch = everything.select(rows)
-        if len(batch) != len(mine) * size:
-            raise RuntimeError(f"rebalanced batch has {len(batch)} samples for {len(mine)} groups of {size}")
-        if weight == 0.0:
-            batch.loss_weights = torch.zeros(len(batch))
-        return batch
+            mine = [order[topology.dp_rank % len(order)]]
+            batch = everything.take_groups(mine)
+            if topology.dp_rank >= len(order):
+                batch = batch.with_fields(loss_weights=torch.zeros(len(batch)))
+            return batch
+        start = topology.dp_rank * per_replica
+        return everything.take_groups(order[start : start + per_replica])
 
-    def _advantages(self, batch: SampleBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Response-aligned advantages ``[B, R]`` and the zero-variance flags ``[B]``."""
+    # ------------------------------------------------------------------ scoring
+
+    def _advantages(self, batch: RolloutBatch, ref_logp: list[torch.Tensor] | None) -> RolloutBatch:
+        """The batch with response-aligned advantages ``[B, R]``."""
         mask = batch.response_mask()
         token_rewards = None
-        if self.algorithm.kl_mode == "reward" and self.ref_policy is not None:
-            # KL in the reward needs the reference log-probs before the advantages.
-            ref = self._logprobs(self.ref_policy, batch)
-            ref_padded = scatter_response(ref, [1] * len(batch), mask.shape[1])
-            rollout = scatter_response(batch.rollout_logp, [1] * len(batch), mask.shape[1])
+        if self.algorithm.kl_mode == "reward" and ref_logp is not None:
+            width = mask.shape[1]
+            ones = [1] * len(batch)
             token_rewards = kl_reward(
-                rollout, ref_padded, mask, coef=self.algorithm.kl_coef, estimator=self.algorithm.kl_estimator
+                to_sequence_aligned(batch.rollout_logp, ones, width), to_sequence_aligned(ref_logp, ones, width),
+                mask, coef=self.algorithm.kl_coef, estimator=self.algorithm.kl_estimator,
             )
         out = compute_advantages(
             self.algorithm.estimator,
-            AdvantageInputs(batch.rewards, mask, group_ids=batch.group_ids, token_rewards=token_rewards),
+            AdvantageInputs(batch.rewards, mask, group_size=batch.group_size, token_rewards=token_rewards),
             self.algorithm.advantage_config(),
         )
-        return out.advantages.float(), out.zero_variance
+        return batch.with_fields(advantages=out.advantages.float())
 
-    def loss_fn(self, logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
+    def _logprobs(self, model: TrainablePolicy, batch: RolloutBatch) -> list[torch.Tensor]:
+        """Per-row response-aligned log-probs under ``model`` (no grad), in micro-batches."""
+        out: list[torch.Tensor] = []
+        step = self.config.micro_batch_size
+        for start in range(0, len(batch), step):
+            rows = list(range(start, min(start + step, len(batch))))
+            logp = model.logprobs(batch.sequences(rows), temperature=self.config.temperature)
+            out += to_response_aligned(logp, [batch.prompt_lengths[r] for r in rows],
+                                       [len(batch.response_tokens[r]) for r in rows])
+        return out
+
+    def loss_fn(self, logp: torch.Tensor, entropy: torch.Tensor | None, micro: MicroBatch):
         """The policy loss of one micro-batch (called by ``Policy.train_step``)."""
         mask = micro.mask
-        old_logp = micro.old_logp
-        if old_logp is None:
-            # On-policy update: the behaviour policy is the current one, ratio = 1.
-            old_logp = logp.detach()
+        # On-policy update: the behaviour policy is the current one, ratio = 1.
+        old_logp = micro.old_logp if micro.old_logp is not None else logp.detach()
         inputs = LossInputs(
             logp, old_logp, micro.advantages, mask,
             ref_logp=micro.ref_logp if self.algorithm.kl_mode == "loss" else None,
@@ -340,26 +321,13 @@ class GRPOTrainer:
         # The micro-batch's share of the global batch's loss (its own aggregate is over its
         # own tokens or rows only).
         loss = loss * micro.loss_scale
-        weight = mask.float()
-        count = weight.sum().clamp(min=1)
-        gap = (logp.detach() - micro.rollout_logp).abs() * (weight > 0)
-        metrics["logprob_mismatch_mean"] = gap.sum() / count
-        metrics["logprob_mismatch_max"] = gap.max()
+        mismatch = logprob_mismatch(micro.rollout_logp, logp.detach(), mask > 0)
+        metrics["logprob_mismatch_mean"] = mismatch["logprob_mismatch_mean"]
+        metrics["logprob_mismatch_max"] = mismatch["logprob_mismatch_max"]
         if entropy is not None:
-            metrics["entropy"] = (entropy.detach() * weight).sum() / count
+            weight = mask.float()
+            metrics["entropy"] = (entropy.detach() * weight).sum() / weight.sum().clamp(min=1)
         return loss, metrics
-
-    def _logprobs(self, model: Any, batch: SampleBatch) -> list[torch.Tensor]:
-        """Per-sample response log-probs under ``model`` (no grad), in micro-batches."""
-        out: list[torch.Tensor] = []
-        step = self.config.micro_batch_size
-        for start in range(0, len(batch), step):
-            rows = list(range(start, min(start + step, len(batch))))
-            logp = model.logprobs(batch.sequences(rows), temperature=self.config.temperature)
-            out += gather_response(
-                logp, [len(batch.prompt_ids[i]) for i in rows], [len(batch.response_ids[i]) for i in rows]
-            )
-        return out
 
     # ------------------------------------------------------------------ one step
 
@@ -367,30 +335,34 @@ class GRPOTrainer:
         """Run one GRPO step; return its metrics as floats."""
         cfg = self.config
         step_start = time.perf_counter()
-        seed = cfg.seed * 1_000_003 + self.step_index
-        batch, metrics = self._sample(seed)
+        seed = cfg.seed * STEP_SEED_STRIDE + self.step_index
+        batch, metrics = self._sample(seed, self.budgets(self.step_index))
 
         start = time.perf_counter()
+        ref_logp = None if self.ref_policy is None else self._logprobs(self.ref_policy, batch)
+        batch = self._advantages(batch, ref_logp)
         on_policy = cfg.epochs_per_step * cfg.mini_batches == 1
         old_logp = None if on_policy else self._logprobs(self.policy, batch)
-        ref_logp = None if self.ref_policy is None else self._logprobs(self.ref_policy, batch)
         metrics["logprob_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
         update_metrics: list[dict[str, torch.Tensor]] = []
         generator = torch.Generator().manual_seed(seed)
+        loss_ref = ref_logp if self.algorithm.kl_mode == "loss" else None
         for _ in range(cfg.epochs_per_step):
             order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
             for rows in self._mini_batch_rows(order):
-                micro = micro_batches(batch, cfg.micro_batch_size, old_logp=old_logp, ref_logp=ref_logp, order=rows)
-                self._set_loss_scales(micro)
+                micro = rl_micro_batches(batch, rows, cfg.micro_batch_size, old_logp=old_logp, ref_logp=loss_ref)
+                agg = self._resolved_loss
+                set_loss_scales(micro, [aggregation_denominator(m.mask.sum(1), agg.aggregation, agg.norm_length)
+                                        for m in micro], self.topology)
                 update_metrics.append(
                     self.policy.train_step(micro, self.loss_fn, temperature=cfg.temperature, return_entropy=True)
                 )
         metrics["update_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        self._sync_weights()
+        sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
         metrics["sync_s"] = time.perf_counter() - start
 
         # The one host synchronisation of the step: metrics become floats for logging. The
@@ -398,24 +370,10 @@ class GRPOTrainer:
         # means (one transfer) reach the other stages in one broadcast.
         last = self.topology.is_last_stage
         metrics.update(self.topology.broadcast_from_last_stage(mean_metrics(update_metrics) if last else None))
-        lengths = batch.response_lengths.float()
-        tokens = int(sum(len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)))
-        metrics.update(
-            {
-                "reward_mean": float(batch.rewards.mean()),
-                "reward_std": float(batch.rewards.std()) if len(batch) > 1 else 0.0,
-                "response_length_mean": float(lengths.mean()),
-                "response_length_max": float(lengths.max()),
-                "truncation_rate": float(batch.truncated.float().mean()),
-                "num_samples": float(len(batch)),
-            }
-        )
-        for name, values in batch.extras.get("components", {}).items():
-            metrics[f"reward/{name}"] = float(values.mean())
+        metrics.update(batch_metrics(batch))
         step_seconds = time.perf_counter() - step_start
         metrics["step_s"] = step_seconds
-        metrics["tokens_per_second"] = tokens / step_seconds
-        metrics["train_tokens"] = float(tokens)
+        metrics["tokens_per_second"] = metrics["train_tokens"] / step_seconds
         if self.topology.mp_size > 1:
             # The replica's metrics are its leader's: the other ranks trained on the same
             # samples, but their wall times (no generation, their own stage) differ.
@@ -426,15 +384,6 @@ class GRPOTrainer:
             metrics = reduce_step_metrics(self.topology.dp_all_gather(metrics))
         self.step_index += 1
         return StepResult(metrics, batch)
-
-    def _set_loss_scales(self, micro: list[dict[str, Any]]) -> None:
-        """Weight each micro-batch's loss by its share of the optimiser step's global batch
-        (all micro-batches of all replicas): a DAPO token-mean is then over every token of
-        the step, not a mean of micro-batch means. One host all-reduce over replicas."""
-        agg = self._resolved_loss
-        denominators = [aggregation_denominator(m.mask.sum(1), agg.aggregation, agg.norm_length) for m in micro]
-        for m, scale in zip(micro, global_loss_scales(denominators, self.topology)):
-            m.loss_scale = scale
 
     def _mini_batch_rows(self, order: list[int]) -> list[list[int]]:
         """``order`` split into the optimiser steps of one pass.
@@ -456,12 +405,25 @@ class GRPOTrainer:
             )
         return [order[part] for part in even_slices(len(order), cfg.mini_batches)]
 
-    def _sync_weights(self) -> None:
-        """Push the updated policy to this replica's engine (collective; every rank calls)."""
-        sync_weights(self.policy, self.rollout if self.topology.is_leader else None, self.topology)
+
+def batch_metrics(batch: RolloutBatch) -> dict[str, float]:
+    """Rewards, lengths and token counts of the samples a step trained on."""
+    lengths = batch.response_lengths.float()
+    metrics = {
+        "reward_mean": float(batch.rewards.mean()),
+        "reward_std": float(batch.rewards.std()) if len(batch) > 1 else 0.0,
+        "response_length_mean": float(lengths.mean()),
+        "response_length_max": float(lengths.max()),
+        "truncation_rate": float(batch.truncated.float().mean()),
+        "num_samples": float(len(batch)),
+        "train_tokens": float(sum(batch.prompt_lengths) + int(batch.response_lengths.sum())),
+    }
+    for name, values in batch.components.items():
+        metrics[f"reward/{name}"] = float(values.mean())
+    return metrics
 
 
-def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = None) -> None:
+def sync_weights(policy: TrainablePolicy, rollout: RolloutEngine | None, topology: Topology | None = None) -> None:
     """The one weight-sync entry point of the trainer; call it on every rank.
 
     In one process the engine reads ``policy.iter_hf_weights()`` directly. Under torchrun
@@ -476,29 +438,14 @@ def sync_weights(policy: Any, rollout: Any | None, topology: Topology | None = N
             raise ValueError("sync_weights in one process needs the rollout engine")
         rollout.sync_weights(policy)
         return
+    # Imported here: r1core.rollout pulls in the weight-transfer machinery, which a trainer
+    # that never syncs (tests with scripted engines) does not need.
     from r1core.rollout.policy_sync import sync_policy_weights
 
     sync_policy_weights(policy, rollout)
 
 
-def _cat_padded(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate response-aligned ``[B_i, R_i]`` tensors, right-padding to the widest."""
-    width = max(r.shape[1] for r in rows)
-    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1])) for r in rows])
-
-
-def _concat(batches: list[SampleBatch]) -> SampleBatch:
-    if len(batches) == 1:
-        return batches[0]
-    cat = lambda name: torch.cat([getattr(b, name) for b in batches])  # noqa: E731
-    extras: dict[str, Any] = {"golds": [g for b in batches for g in b.extras["golds"]]}
-    names = batches[0].extras.get("components", {}).keys()
-    extras["components"] = {n: torch.cat([b.extras["components"][n] for b in batches]) for n in names}
-    return SampleBatch(
-        [p for b in batches for p in b.prompt_ids],
-        [r for b in batches for r in b.response_ids],
-        [lp for b in batches for lp in b.rollout_logp],
-        cat("group_ids"), cat("rewards"), cat("truncated"),
-        _cat_padded([b.advantages for b in batches]) if batches[0].advantages is not None else None,
-        cat("loss_weights") if batches[0].loss_weights is not None else None, extras,
-    )
+def _routes(samples: list[Any]) -> list[Any] | None:
+    """The engine's per-sample MoE routes (rollout routing replay), or None when it gave none."""
+    routes = [getattr(sample, "routes", None) for sample in samples]
+    return routes if any(r is not None for r in routes) else None

@@ -10,8 +10,21 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+
+@dataclass
+class LoggingConfig:
+    """What the trainer reports besides ``metrics.jsonl`` (always written), and where (``logging``)."""
+
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``<run dir>/tensorboard``."""
+    rollouts: bool = False
+    """``r1core train``: append every step's samples (group, prompt and response token ids,
+    reward) to ``<run dir>/rollouts/rank_<global rank>.jsonl``, one file per data-parallel
+    replica (written by its leader): which replica trained on what, for debugging."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -7,33 +7,50 @@ context only), computed through the same fused log-prob head as the RL loss.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-from r1core.trainer.config import SFTConfig
 from r1core.batch import MicroBatch, sft_micro_batch
+from r1core.parallel.layout import check_divisible
+from r1core.parallel.topology import Topology
+from r1core.trainer.distributed import mean_metrics, reduce_step_metrics, set_loss_scales
+from r1core.trainer.protocols import TrainablePolicy
 
 
-def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: dict[str, Any]):
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: the cold start of ``r1core train`` (skipped when ``epochs`` is
+    0) and the whole of ``r1core sft``."""
+
+    epochs: float = 20.0
+    """Passes over the traces (fractions allowed)."""
+    batch_size: int = 64
+    """Traces per optimiser step."""
+    micro_batch_size: int = 64
+    """Traces per forward/backward; the loss is the token-mean over the whole batch however
+    it is split."""
+    lr: float = 3e-3
+    """Learning rate (AdamW)."""
+    trace_noise: float = 0.5
+    """Embedded run only: share of synthetic cold-start traces whose final answer is wrong.
+    R1's cold-start data is imperfect; here the share is explicit, and RL on verifiable
+    rewards has to correct what SFT imitated."""
+    traces: str = ""
+    """``r1core sft``: jsonl file of ``{"prompt": ..., "response": ...}`` traces."""
+    seed: int = 0
+    """Shuffling seed."""
+
+
+def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: MicroBatch):
     """Token-mean NLL over ``micro.mask`` (response tokens), weighted by the micro-batch's
-    ``loss_scale`` (its share of the step's tokens, :func:`set_loss_scales`); the ``nll``
-    metric is the micro-batch's own mean."""
+    ``loss_scale`` (its share of the step's tokens); the ``nll`` metric is the micro-batch's
+    own mean."""
     mask = micro.mask
     count = mask.sum().clamp(min=1)
     nll = -(logp * mask).sum() / count
     return nll * micro.loss_scale, {"nll": nll.detach()}
-
-
-def set_loss_scales(micro: list[dict[str, Any]], topology: Any) -> None:
-    """Weight the micro-batches by their response tokens over the whole step's (every
-    replica's), so the step minimises the token-mean NLL of the global batch rather than a
-    mean of micro-batch means, which over-weights the tokens of short micro-batches."""
-    from r1core.trainer.distributed import global_loss_scales
-
-    scales = global_loss_scales([float(m.mask.sum()) for m in micro], topology)
-    for m, scale in zip(micro, scales):
-        m.loss_scale = scale
 
 
 def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_batch_size: int) -> list[MicroBatch]:
@@ -43,18 +60,18 @@ def sft_micro_batches(examples: Sequence[tuple[list[int], list[int]]], micro_bat
 
 
 def run_sft(
-    policy: Any,
+    policy: TrainablePolicy,
     examples: Sequence[tuple[list[int], list[int]]],
     config: SFTConfig,
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    topology: Any = None,
+    topology: Topology | None = None,
 ) -> list[dict[str, float]]:
     """Train ``policy`` on ``(prompt_ids, response_ids)`` pairs; return per-step metrics.
 
     ``on_step(step, metrics)`` is called after every optimiser step (logging, progress).
 
-    Data parallelism (``topology``, a :class:`r1core.trainer.distributed.Topology`): every
+    Data parallelism (``topology``): every
     rank draws the same ``batch_size`` rows and trains on its replica's contiguous share,
     so the policy's gradient average over replicas is the gradient of the whole batch (as
     one process accumulating the same shares as micro-batches would get); the returned
@@ -62,10 +79,6 @@ def run_sft(
     Under pipeline parallelism the last stage's metrics (the loss lives there) are
     broadcast to the other stages, so every rank returns the same history.
     """
-    from r1core.parallel.layout import check_divisible
-    from r1core.parallel.topology import Topology
-    from r1core.trainer.distributed import mean_metrics, reduce_step_metrics
-
     topology = topology or Topology()
     local = check_divisible(config.batch_size, topology.dp_size, what="sft.batch_size")
     offset = topology.dp_rank * local
@@ -86,7 +99,10 @@ def run_sft(
         rows, order = order[: config.batch_size], order[config.batch_size :]
         rows = rows[offset : offset + local]
         micro = sft_micro_batches([examples[i] for i in rows], config.micro_batch_size)
-        set_loss_scales(micro, topology)
+        # Weighted by response tokens over the whole step's (every replica's), so the step
+        # minimises the token-mean NLL of the global batch rather than a mean of
+        # micro-batch means.
+        set_loss_scales(micro, [m.mask.sum() for m in micro], topology)
         metrics = policy.train_step(micro, sft_loss)
         # The loss exists on the last pipeline stage only: its floats reach every stage.
         metrics = topology.broadcast_from_last_stage(mean_metrics([metrics]) if topology.is_last_stage else None)
@@ -96,49 +112,3 @@ def run_sft(
         if on_step is not None:
             on_step(step, metrics)
     return history
-
-
-def run(cfg: Any) -> int:
-    """``r1core sft``: fine-tune ``policy.hf_dir`` on the jsonl traces ``sft.traces``
-    (rows ``{"prompt": ..., "response": ...}``; the prompt is used as written, already
-    templated) and write the result to ``<run dir>/final``."""
-    from pathlib import Path
-
-    from r1core.data.loaders import load_problems
-    from r1core.models import OptimConfig, build_policy
-    from r1core.trainer.run_logger import RunLogger
-
-    from r1core.config import ConfigError
-
-    for key, value in (("policy.hf_dir", cfg.policy.hf_dir), ("sft.traces", cfg.sft.traces)):
-        if not value:
-            raise ConfigError(f"r1core sft needs {key}: policy.hf_dir is the model, sft.traces a jsonl "
-                              "of prompt/response rows", key=key)
-    from r1core.trainer.bootstrap import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.policy.hf_dir)
-    # The loader's problem/answer fields carry the prompt and the response here; it names
-    # the file and line of any malformed row.
-    rows = load_problems(cfg.sft.traces, fields={"problem": "prompt", "answer": "response"}, keep_meta=False)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    examples = [
-        (tokenizer.encode(row.problem, add_special_tokens=False), tokenizer.encode(row.answer, add_special_tokens=False) + eos)
-        for row in rows
-    ]
-    policy = build_policy(cfg.policy.hf_dir, cfg.parallel, dtype=cfg.policy.torch_dtype(), seed=cfg.run.seed,
-                          optim=OptimConfig(lr=cfg.sft.lr, weight_decay=cfg.policy.weight_decay, clip_grad=cfg.policy.clip_grad))
-    from r1core.parallel.topology import Topology
-    from r1core.trainer.run_logger import NullLogger
-
-    # Under torchrun every replica trains on its share of each batch; rank 0 alone writes.
-    topology = Topology.from_parallel_state()
-    run_dir = Path(cfg.run.directory)
-    logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard) if topology.is_main else NullLogger()
-    history = run_sft(policy, examples, cfg.sft, on_step=lambda step, metrics: logger.log(step, metrics, phase="sft"),
-                      topology=topology)
-    out = policy.export_hf(run_dir / "final")
-    if topology.is_main:
-        tokenizer.save_pretrained(out)
-    logger.write_summary({"steps": len(history), "final_nll": history[-1]["loss"], "examples": len(examples), "checkpoint": str(out)})
-    logger.close()
-    return 0

@@ -16,14 +16,14 @@ from r1core.algos import (
 
 def test_presets_build_and_route_the_kl():
     assert set(PRESETS) >= {"grpo", "dapo", "drgrpo", "gspo", "cispo", "rloo", "reinforce++", "reinforce++-baseline"}
-    grpo = AlgorithmConfig.preset("grpo")
+    grpo = AlgorithmConfig.from_preset("grpo")
     assert grpo.needs_reference and grpo.loss_config().kl_coef == 0.04
-    reinforce = AlgorithmConfig.preset("reinforce++")
+    reinforce = AlgorithmConfig.from_preset("reinforce++")
     assert reinforce.needs_reference and reinforce.loss_config().kl_coef == 0.0  # KL goes in the reward
-    dapo = AlgorithmConfig.preset("dapo", clip_high=0.3)
+    dapo = AlgorithmConfig.from_preset("dapo", clip_high=0.3)
     assert not dapo.needs_reference and dapo.loss_config().clip_high == 0.3
     with pytest.raises(KeyError, match="valid: cispo, dapo"):
-        AlgorithmConfig.preset("vapo")
+        AlgorithmConfig.from_preset("vapo")
 
 
 def test_validation_names_the_cause():
@@ -39,7 +39,7 @@ def test_validation_names_the_cause():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_end_to_end(preset):
-    algo = AlgorithmConfig.preset(preset)
+    algo = AlgorithmConfig.from_preset(preset)
     generator = torch.Generator().manual_seed(0)
     batch, length = 8, 5
     mask = torch.ones(batch, length)

@@ -1,16 +1,18 @@
-"""Sampling strategies: dynamic sampling, overlong shaping/filtering, difficulty, curriculum,
-length schedule. All pure functions of their inputs (and a seed)."""
+"""Sampling strategies over a RolloutBatch: dynamic sampling, overlong shaping/filtering,
+difficulty, curriculum, length schedule. All pure functions of their inputs (and a seed);
+tests/trainer/test_grpo_sampling.py runs each of them through GRPOTrainer."""
 
 import pytest
 import torch
+from batches import rollout_batch
 
 from r1core.algos.sampling import (
-    Compose,
+    DifficultyConfig,
     DifficultyFilter,
     DynamicSampling,
     DynamicSamplingConfig,
-    GroupBatch,
     LengthSchedule,
+    OverlongConfig,
     OverlongFilter,
     OverlongRewardShaping,
     PassRateTracker,
@@ -18,111 +20,115 @@ from r1core.algos.sampling import (
     informative_groups,
     overlong_penalty,
 )
+from r1core.batch import RolloutBatch
 
 
-def batch_from(rows, ids=None, lengths=None, truncated=None):
-    rewards = torch.tensor(rows, dtype=torch.float32)
-    ids = ids if ids is not None else list(range(len(rows)))
-    lengths = torch.tensor(lengths) if lengths is not None else torch.full(rewards.shape, 10)
-    truncated = torch.tensor(truncated) if truncated is not None else torch.zeros(rewards.shape, dtype=torch.bool)
-    return GroupBatch(ids, rewards, lengths, truncated, extras={"text": [f"p{i}" for i in ids]})
-
-
-def test_group_batch_take_concat_and_validation():
-    batch = batch_from([[1, 0], [1, 1], [0, 0]], ids=["a", "b", "c"])
-    picked = batch.take([2, 0])
-    assert picked.prompt_ids == ["c", "a"] and picked.extras["text"] == ["pc", "pa"]
-    assert torch.equal(picked.rewards, torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
-    joined = GroupBatch.concat([picked, batch.take([1])])
-    assert joined.prompt_ids == ["c", "a", "b"] and joined.num_groups == 3 and joined.group_size == 2
-    with pytest.raises(ValueError, match="prompt_ids"):
-        GroupBatch(["a"], torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(2, 2))
-    with pytest.raises(ValueError, match="lengths must have rewards' shape"):
-        GroupBatch(["a"], torch.zeros(1, 2), torch.zeros(1, 3), torch.zeros(1, 2))
-    with pytest.raises(ValueError, match="different group sizes"):
-        GroupBatch.concat([batch, batch_from([[1, 0, 1]])])
+def test_rollout_batch_take_concat_and_validation():
+    batch = rollout_batch([[1, 0], [1, 1], [0, 0]], uids=["a", "b", "c"])
+    picked = batch.take_groups([2, 0])
+    assert picked.uids == ["c", "a"] and picked.golds == ["c", "a"] and picked.group_index.tolist() == [2, 0]
+    assert picked.groups().rewards.tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    assert picked.response_tokens == [[2] * 10, [2] * 10, [0] * 10, [0] * 10]
+    joined = RolloutBatch.concat([picked, batch.take_groups([1])])
+    assert joined.uids == ["c", "a", "b"] and joined.num_groups == 3 and len(joined) == 6
+    with pytest.raises(ValueError, match="uids has 2 entries for 1 groups"):
+        RolloutBatch(2, [[1]], ["a", "b"], ["1"], torch.zeros(1), [[1], [1]], [torch.zeros(1)] * 2,
+                     torch.zeros(2), torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="rewards has 3 rows for 1 groups of 2"):
+        RolloutBatch(2, [[1]], ["a"], ["1"], torch.zeros(1), [[1], [1]], [torch.zeros(1)] * 2,
+                     torch.zeros(3), torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="group sizes"):
+        RolloutBatch.concat([batch, rollout_batch([[1, 0, 1]])])
 
 
 def test_informative_groups():
-    batch = batch_from([[1, 1, 1], [1, 0, 1], [0, 0, 0], [0.5, 0.5, 0.4]])
+    batch = rollout_batch([[1, 1, 1], [1, 0, 1], [0, 0, 0], [0.5, 0.5, 0.4]])
     assert informative_groups(batch).tolist() == [False, True, False, True]
     assert informative_groups(batch, min_spread=0.2).tolist() == [False, True, False, False]
 
 
 class ListSource:
-    """A prompt source replaying prepared batches; records the requests it got."""
+    """A source replaying prepared batches; records the rounds it was asked for."""
 
     def __init__(self, batches):
         self.batches = list(batches)
-        self.requests = []
+        self.rounds = []
 
-    def __call__(self, num_missing):
-        self.requests.append(num_missing)
+    def __call__(self, round_index):
+        self.rounds.append(round_index)
         if self.batches:
             return self.batches.pop(0)
-        empty = torch.zeros(0, 2)
-        return GroupBatch([], empty, empty.long(), empty.bool(), extras={"text": []})
+        return rollout_batch([[0, 0]]).take_groups([])
 
 
-def test_dynamic_sampling_refills_until_target_and_truncates_surplus():
-    first = batch_from([[1, 1], [1, 0], [0, 0]], ids=[0, 1, 2])
-    refill_1 = batch_from([[0, 0], [0, 1]], ids=[3, 4])
-    refill_2 = batch_from([[1, 0], [1, 0], [1, 1]], ids=[5, 6, 7])
+def test_dynamic_sampling_refills_until_target():
+    first = rollout_batch([[1, 1], [1, 0], [0, 0]])
+    refill_1 = rollout_batch([[0, 0], [0, 1]], first_group=3)
+    refill_2 = rollout_batch([[1, 0], [1, 0], [1, 1]], first_group=5)
     source = ListSource([refill_1, refill_2])
-    kept, stats = DynamicSampling(DynamicSamplingConfig(target_num_groups=3, max_tries=5)).run(first, source)
-    assert kept.prompt_ids == [1, 4, 5]
-    assert source.requests == [2, 1]
-    assert (stats.num_tries, stats.num_generated, stats.num_dropped, stats.num_surplus) == (2, 8, 4, 1)
-    assert stats.reached_target and not stats.exhausted
-    assert kept.extras["text"] == ["p1", "p4", "p5"]
+    sampling = DynamicSampling(DynamicSamplingConfig(enabled=True, max_refill_rounds=5), target_num_groups=3)
+    kept, stats = sampling.run(first, source)
+    assert kept.uids == [1, 4, 5, 6]
+    assert source.rounds == [1, 2]
+    assert (stats.rounds, stats.num_dropped, stats.num_kept) == (3, 4, 4)
+    assert sampling.truncate(kept).uids == [1, 4, 5]
 
 
-def test_dynamic_sampling_respects_the_try_cap():
-    first = batch_from([[1, 1], [0, 0]])
-    source = ListSource([batch_from([[0, 0]], ids=[9])] * 10)
-    kept, stats = DynamicSampling(DynamicSamplingConfig(target_num_groups=2, max_tries=3)).run(first, source)
-    assert kept.num_groups == 0 and stats.num_tries == 3 and not stats.reached_target
-    assert len(source.requests) == 3
-    assert stats.as_metrics()["dynamic_sampling/num_dropped"] == 5.0
+def test_dynamic_sampling_respects_the_round_cap_and_a_global_count():
+    first = rollout_batch([[1, 1], [0, 0]])
+    source = ListSource([rollout_batch([[0, 0]], first_group=9)] * 10)
+    sampling = DynamicSampling(DynamicSamplingConfig(enabled=True, max_refill_rounds=3), target_num_groups=2)
+    kept, stats = sampling.run(first, source)
+    assert kept.num_groups == 0 and stats.rounds == 4 and source.rounds == [1, 2, 3]
+    assert stats.as_metrics()["dynamic_sampling/groups_dropped"] == 5.0
+    # Replicas count together: one kept group here plus the others' reaches the target.
+    kept, stats = sampling.run(rollout_batch([[1, 0]]), ListSource([]), total=lambda mine: mine + 1)
+    assert kept.num_groups == 1 and stats.rounds == 1
 
 
-def test_dynamic_sampling_stops_on_exhausted_source_and_filters_on_scores():
-    rewards = torch.tensor([[0.8, 0.9], [1.0, 1.0]])
-    scores = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # shaped rewards differ, outcomes do not
-    first = GroupBatch([0, 1], rewards, torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.bool), scores=scores, extras={"text": ["a", "b"]})
-    kept, stats = DynamicSampling(DynamicSamplingConfig(target_num_groups=4)).run(first, ListSource([]))
-    assert kept.prompt_ids == [1] and stats.exhausted and stats.num_tries == 1
+def test_dynamic_sampling_filters_on_outcomes_not_shaped_rewards():
+    rewards = [[0.8, 0.9], [1.0, 1.0]]
+    scores = [[1.0, 1.0], [1.0, 0.0]]  # shaped rewards differ, outcomes do not
+    first = rollout_batch(rewards, scores=scores)
+    kept, stats = DynamicSampling(DynamicSamplingConfig(enabled=True), 4).run(first, ListSource([]))
+    assert kept.uids == [1] and stats.num_dropped == 1
 
 
 def test_overlong_penalty_hand_values():
     lengths = torch.tensor([10, 16, 17, 18, 20, 21])
     penalty = overlong_penalty(lengths, max_length=20, buffer_length=4, penalty=1.0)
     assert penalty.tolist() == pytest.approx([0.0, 0.0, -0.25, -0.5, -1.0, -1.0])
-    with pytest.raises(ValueError, match="buffer_length"):
+    with pytest.raises(ValueError, match="buffer"):
         overlong_penalty(lengths, max_length=20, buffer_length=0)
 
 
-def test_overlong_shaping_and_filter_compose():
-    batch = batch_from([[1, 1, 0]], lengths=[[10, 18, 20]], truncated=[[False, False, True]])
-    pipeline = Compose([OverlongRewardShaping(max_length=20, buffer_length=4, penalty=0.5), OverlongFilter()])
-    out = pipeline(batch)
-    assert out.rewards.tolist() == [pytest.approx([1.0, 0.75, -0.5])]
-    assert out.scores.tolist() == [[1.0, 1.0, 0.0]]  # outcome kept for filtering
-    assert out.loss_weight.tolist() == [[1.0, 1.0, 0.0]]
-    assert batch.rewards.tolist() == [[1.0, 1.0, 0.0]]  # input untouched
+def test_overlong_shaping_and_filter():
+    batch = rollout_batch([[1, 1, 0]], lengths=[[10, 18, 20]], truncated=[[False, False, True]])
+    out = OverlongFilter()(OverlongRewardShaping(max_length=20, buffer_length=4, penalty=0.5)(batch))
+    assert out.rewards.tolist() == pytest.approx([1.0, 0.75, -0.5])
+    assert out.scores.tolist() == [1.0, 1.0, 0.0]  # outcome kept for filtering
+    assert out.loss_weights.tolist() == [1.0, 1.0, 0.0]
+    assert batch.rewards.tolist() == [1.0, 1.0, 0.0]  # input untouched
+    # The config form: a 20 % soft zone of a 20-token budget is the 4 tokens above.
+    same = OverlongConfig(buffer_fraction=0.2, penalty=0.5, filter=True).apply(batch, max_length=20)
+    assert torch.equal(same.rewards, out.rewards) and torch.equal(same.loss_weights, out.loss_weights)
+    assert OverlongConfig().apply(batch, max_length=20) is batch
 
 
-def test_pass_rate_tracker_mean_and_ema():
+def test_pass_rate_tracker_mean_ema_and_state():
     tracker = PassRateTracker()
-    tracker.update(batch_from([[1, 0, 1, 1], [0, 0, 0, 0]], ids=["x", "y"]))
-    tracker.update(batch_from([[0, 0, 0, 0]], ids=["x"]))
+    tracker.update(rollout_batch([[1, 0, 1, 1], [0, 0, 0, 0]], uids=["x", "y"]))
+    tracker.update(rollout_batch([[0, 0, 0, 0]], uids=["x"]))
     assert tracker.pass_rate("x") == pytest.approx(3 / 8)
     assert tracker.pass_rate("y") == 0.0 and tracker.pass_rate("z") is None
-    ema = PassRateTracker(decay=0.5)
-    ema.update(batch_from([[1, 1]], ids=["x"]))
-    ema.update(batch_from([[0, 0]], ids=["x"]))
+    restored = PassRateTracker()
+    restored.load_state_dict(tracker.state_dict())
+    assert restored.pass_rates() == tracker.pass_rates()
+    ema = DifficultyConfig(pass_rate_decay=0.5).tracker()
+    ema.update(rollout_batch([[1, 1]], uids=["x"]))
+    ema.update(rollout_batch([[0, 0]], uids=["x"]))
     assert ema.pass_rate("x") == pytest.approx(0.5)
-    ema.update(batch_from([[0, 0]], ids=["x"]))
+    ema.update(rollout_batch([[0, 0]], uids=["x"]))
     assert ema.pass_rate("x") == pytest.approx(0.25)
 
 
@@ -132,10 +138,10 @@ def test_difficulty_filter_band():
     assert DifficultyFilter().select(ids, rates) == ["mid", "low", "new"]
     band = DifficultyFilter(min_pass_rate=0.1, max_pass_rate=0.5, inclusive=True, keep_unmeasured=False)
     assert band.select(ids, rates) == ["mid", "low"]
-    batch = batch_from([[1, 1], [1, 0], [0, 0]], ids=["a", "b", "c"])
-    assert DifficultyFilter()(batch).prompt_ids == ["b"]
     with pytest.raises(ValueError, match="min_pass_rate"):
         DifficultyFilter(min_pass_rate=0.8, max_pass_rate=0.2)
+    with pytest.raises(ValueError, match="min_pass_rate"):
+        DifficultyConfig(min_pass_rate=0.8, max_pass_rate=0.2)
 
 
 def test_curriculum_order_is_easy_to_hard_and_seeded():

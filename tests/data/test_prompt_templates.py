@@ -2,7 +2,9 @@
 
 import pytest
 
-from r1core.data import TEMPLATES, extract_answer_tag, get_template, r1_format_ok
+from r1core.data import TEMPLATES, get_template
+from r1core.rewards.extract import THINK_OPEN, final_answer_tag
+from r1core.rewards.format import R1FormatConfig, format_ok
 
 
 def test_r1_zero_template():
@@ -43,12 +45,10 @@ def test_chat_template_through_a_tokenizer():
         get_template("chat", tokenizer=object())
 
 
-def test_answer_extraction_and_format_check():
-    assert extract_answer_tag("<think>x</think><answer> 4 </answer>") == "4"
-    assert extract_answer_tag("<answer>1</answer> then <answer>2</answer>") == "2"
-    assert extract_answer_tag("no tags 4") is None
-    assert r1_format_ok("<think>a\nb</think>\n<answer>4</answer>")
-    assert not r1_format_ok("<think>a</think><answer>4</answer> trailing")
-    assert not r1_format_ok("<answer>4</answer>")
-    assert not r1_format_ok("<think>a<think>b</think><answer>4</answer>")
-    assert r1_format_ok("a</think><answer>4</answer>", prompt_opens_think=True)
+def test_compact_template_ends_in_the_r1_think_tag():
+    """The compact prompt opens the think block; a response that closes it and answers is in
+    the R1 format that the format reward checks (with the opening tag in the prompt)."""
+    prompt = get_template("compact")("1+1=?")
+    assert prompt == "1+1=?\n" + THINK_OPEN
+    assert format_ok("a</think><answer>4</answer>", R1FormatConfig(allow_missing_think_open=True))
+    assert final_answer_tag("<answer>1</answer> then <answer> 2 </answer>") == "2"

@@ -1,19 +1,17 @@
-"""Synthetic tasks: generators, verifiers, SFT traces, difficulty knob, vocabulary."""
+"""Synthetic tasks: generators, verifiers, SFT traces, difficulty knob."""
 
 import pytest
 
-from r1core.data import get_template, r1_format_ok
+from r1core.data import get_template
+from r1core.rewards.format import R1FormatConfig, format_ok
 from r1core.data.synthetic import (
     SYNTHETIC_TASKS,
     ArithmeticConfig,
     ArithmeticTask,
-    CharTokenizer,
     CountdownConfig,
     CountdownTask,
-    batch_reward,
     evaluate_expression,
     get_task,
-    sft_pairs,
     solve_with_steps,
     split_problems,
 )
@@ -38,16 +36,14 @@ def test_generation_is_seeded_and_traces_verify(task):
     assert problems == task.generate(200, seed=3)
     assert [p.problem for p in problems] != [p.problem for p in task.generate(200, seed=4)]
     traces = [task.solution_trace(p) for p in problems]
-    assert all(r1_format_ok(t) for t in traces)
-    assert batch_reward(task, traces, [p.answer for p in problems]) == [1.0] * 200
+    assert all(format_ok(t, R1FormatConfig()) for t in traces)
+    assert [task.verify(t, p.answer) for t, p in zip(traces, problems)] == [1.0] * 200
     # Without the opening tag, for prompts that end with it.
     compact = get_template("compact")
-    tokenizer = CharTokenizer()
     for problem, trace in zip(problems[:20], traces):
         completion = task.solution_trace(problem, open_think=False)
         assert "<think>" + completion == trace
-        text = compact(problem.problem) + completion
-        assert tokenizer.decode(tokenizer.encode(text, add_bos=True, add_eos=True)) == text
+        assert compact(problem.problem) + completion == problem.problem.strip() + "\n" + trace
 
 
 def test_arithmetic_verifier_rejects_wrong_and_malformed():
@@ -100,29 +96,6 @@ def test_split_problems_are_disjoint():
     tiny = ArithmeticTask(ArithmeticConfig(num_terms=2, max_operand=1, mul_prob=0.0))
     with pytest.raises(ValueError, match="held-out"):
         split_problems(tiny, 100, 10, seed=0)
-
-
-def test_char_tokenizer(tmp_path):
-    tokenizer = CharTokenizer()
-    ids = tokenizer.encode("<think>1+2=3</think><answer>3</answer>")
-    assert len(ids) == 10 and tokenizer.vocab_size < 48  # 4 tag tokens + 6 characters
-    assert tokenizer.pad_id == 0
-    with pytest.raises(ValueError, match="'Z' at position 2"):
-        tokenizer.encode("12Z")
-    path = tmp_path / "vocab.json"
-    tokenizer.save(path)
-    assert CharTokenizer.load(path).vocab == tokenizer.vocab
-
-
-def test_sft_pairs_follow_the_template():
-    task = ArithmeticTask(difficulty=0.3)
-    problems = task.generate(5, seed=1)
-    compact = sft_pairs(task, problems, get_template("compact"))
-    assert all(prompt.endswith("<think>") and not completion.startswith("<think>") for prompt, completion in compact)
-    assert all(r1_format_ok(prompt.split("\n", 1)[1] + completion) for prompt, completion in compact)
-    r1 = sft_pairs(task, problems, get_template("r1-zero"))
-    assert all(prompt.endswith("Assistant:") and r1_format_ok(completion) for prompt, completion in r1)
-    assert all(task.verify(c, p.answer) == 1.0 for (_, c), p in zip(r1, problems))
 
 
 def test_arithmetic_max_terms_mixes_problem_sizes():

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from r1core.data import Problem, extract_answer_tag
-from r1core.data.synthetic import ArithmeticTask, batch_reward
+from r1core.data import Problem
+from r1core.data.synthetic import ArithmeticTask
+from r1core.rewards.extract import final_answer_tag
 from r1core.eval import avg_at_k, evaluate, maj_at_k, majority_answer, mean_pass_at_k, pass_at_k
 
 
@@ -72,7 +73,8 @@ def test_evaluate_report_on_hand_case():
         ["<answer>1</answer>"] * 4,
     ]
     task = ArithmeticTask()
-    report = evaluate(problems, responses, lambda r, g: batch_reward(task, r, g), extract_fn=extract_answer_tag, name="toy")
+    report = evaluate(problems, responses, lambda r, g: [task.verify(x, y) for x, y in zip(r, g)],
+                      extract_fn=final_answer_tag, name="toy")
     # Correct counts 3, 1, 0 of 4.
     assert report["toy/num_problems"] == 3 and report["toy/num_samples"] == 4
     assert report["toy/avg@4"] == pytest.approx(4 / 12)

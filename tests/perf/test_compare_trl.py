@@ -84,7 +84,7 @@ def test_training_prompts_are_the_pipeline_ones(argv):
     """TRL's dataset holds the same prompt strings and answers the r1core run trains on."""
     from r1core.config.loader import load_config
     from r1core.config.run import RunConfig
-    from r1core.trainer.pipeline import Pipeline
+    from r1core.commands.train import Pipeline
 
     args = parse_args(argv)
     prompts, answers = training_prompts(args)

@@ -71,7 +71,7 @@ def train(args: argparse.Namespace) -> None:
             manager.save(
                 step + 1,
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data": stream.state_dict()},
-                config={"seed": args.seed, "total": args.total},
+                config_yaml=f"seed: {args.seed}\ntotal: {args.total}\n",
             )
             if args.stop_after_save:
                 return

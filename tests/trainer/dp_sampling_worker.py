@@ -15,24 +15,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_grpo_sampling import ScriptedRollout, Stream, score_by_length  # noqa: E402
 
 from r1core.algos import AlgorithmConfig  # noqa: E402
-from r1core.trainer.config import GRPOConfig  # noqa: E402
+from r1core.algos.sampling import DynamicSamplingConfig, OverlongConfig  # noqa: E402
+from r1core.batch import Prompt  # noqa: E402
 from r1core.parallel import Topology  # noqa: E402
-from r1core.trainer.grpo import GRPOTrainer, Prompt  # noqa: E402
+from r1core.trainer.grpo import GRPOConfig, GRPOTrainer  # noqa: E402
 
 
 def sample(golds: list[str], topology: Topology) -> dict:
     prompts = [Prompt([index + 1], gold, index) for index, gold in enumerate(golds)]
-    cfg = GRPOConfig(samples_per_prompt=4, max_response_tokens=4, prompts_per_step=4, dynamic_sampling=True,
-                     max_refill_tries=2, mini_batches=3)
-    trainer = GRPOTrainer(cfg, AlgorithmConfig.preset("dapo"), policy=None, rollout=ScriptedRollout(),
+    cfg = GRPOConfig(samples_per_prompt=4, max_response_tokens=4, prompts_per_step=4, mini_batches=3)
+    algorithm = AlgorithmConfig.from_preset("dapo", dynamic_sampling=DynamicSamplingConfig(enabled=True, max_refill_rounds=2),
+                                       overlong=OverlongConfig())
+    trainer = GRPOTrainer(cfg, algorithm, policy=None, rollout=ScriptedRollout(),
                           prompts=Stream(prompts), decode=lambda ids: "x" * len(ids), score=score_by_length,
                           topology=topology)
-    batch, metrics = trainer._sample(0)
-    weights = batch.loss_weights if batch.loss_weights is not None else None
+    batch, metrics = trainer._sample(0, budget=4)
+    weights = batch.loss_weights
     return {
-        "groups": sorted(set(batch.group_ids.tolist())),
-        "prompts": sorted({ids[0] for ids in batch.prompt_ids}),
-        "tries": metrics["sampling_tries"],
+        "groups": sorted(set(batch.group_index.tolist())),
+        "prompts": sorted({tokens[0] for tokens in batch.prompt_tokens}),
+        "tries": metrics["dynamic_sampling/rounds"],
         "num_samples": len(batch),
         "loss_weights": None if weights is None else weights.tolist(),
         "mini_batches": [len(rows) for rows in trainer._mini_batch_rows(list(range(len(batch))))],

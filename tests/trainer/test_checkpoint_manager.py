@@ -36,7 +36,7 @@ def _worker(*args: str, timeout: float = 120) -> None:
 def test_save_commits_atomically_and_rotates(tmp_path):
     manager = CheckpointManager(tmp_path, keep_last=2)
     for step in (10, 20, 30):
-        path = manager.save(step, {"value": torch.tensor([float(step)])}, config={"lr": 0.1, "name": "x"})
+        path = manager.save(step, {"value": torch.tensor([float(step)])}, config_yaml="lr: 0.1\nname: x\n")
         assert path == tmp_path / step_dirname(step)
     assert manager.committed_steps() == [20, 30]
     assert not (tmp_path / step_dirname(10)).exists()
@@ -178,11 +178,11 @@ def test_two_ranks_save_and_resume_with_gloo(tmp_path):
 
 
 def test_run_config_is_stored_and_reloads_equal(tmp_path):
-    from r1core.config import RunConfig, load_config
+    from r1core.config import RunConfig, dump_config, load_config
 
     config = load_config(RunConfig, None, ["parallel.tensor=2", "run.name=ckpt-test"])
     manager = CheckpointManager(tmp_path)
-    path = manager.save(3, {"x": torch.zeros(1)}, config=config)
+    path = manager.save(3, {"x": torch.zeros(1)}, config_yaml=dump_config(config))
     assert load_config(RunConfig, path / "config.yaml") == config
 
 

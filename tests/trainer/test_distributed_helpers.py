@@ -39,7 +39,7 @@ def test_batch_not_divisible_names_both_numbers():
 
 def test_start_distributed_refuses_the_batch_before_any_process_group(monkeypatch, tmp_path):
     from r1core.config import ConfigError, RunConfig, load_config
-    from r1core.trainer.pipeline import start_distributed
+    from r1core.commands.train import start_distributed
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
@@ -63,13 +63,13 @@ def test_metrics_reduce_to_the_whole_batch():
             "response_length_mean": float(n.mean()), "response_length_max": float(n.max()),
             "train_tokens": float(n.sum()), "step_s": step_s, "generate_s": step_s / 2,
             "tokens_per_second": float(n.sum()) / step_s, "reward_mean_all": float(r[:4].mean()),
-            "grad_norm": 0.5, "groups_dropped": dropped,
+            "grad_norm": 0.5, "dynamic_sampling/groups_dropped": dropped,
         }
         for r, n, step_s, dropped in zip(rewards, lengths, (2.0, 4.0), (1.0, 3.0))
     ]
     out = reduce_step_metrics(per_rank)
     all_rewards, all_lengths = torch.cat(rewards), torch.cat(lengths)
-    assert out["num_samples"] == 32 and out["groups_dropped"] == 4
+    assert out["num_samples"] == 32 and out["dynamic_sampling/groups_dropped"] == 4
     assert out["reward_mean"] == pytest.approx(float(all_rewards.mean()), rel=1e-6)
     assert out["reward_std"] == pytest.approx(float(all_rewards.std()), rel=1e-5)
     assert out["response_length_mean"] == pytest.approx(float(all_lengths.mean()), rel=1e-6)
@@ -110,7 +110,7 @@ def test_replicas_sample_their_share_and_refill_in_lockstep(tmp_path):
     assert refill0["tries"] == refill1["tries"] == 3
     assert refill0["groups"] == [2, 3] and refill0["prompts"] == [3, 4]
     assert refill1["groups"] == [4, 10] and refill1["prompts"] == [3, 5]
-    assert refill0["loss_weights"] is None and refill1["loss_weights"] is None
+    assert refill0["loss_weights"] == refill1["loss_weights"] == [1.0] * 8
     assert refill0["stream_position"] == refill1["stream_position"] == 12
     # Exactly mini_batches optimiser steps on each replica.
     assert refill0["mini_batches"] == refill1["mini_batches"] == [3, 3, 2]
@@ -125,7 +125,7 @@ def test_replicas_sample_their_share_and_refill_in_lockstep(tmp_path):
     scarce0, scarce1 = rank0["scarce"], rank1["scarce"]
     assert scarce0["tries"] == scarce1["tries"] == 3
     assert scarce0["groups"] == scarce1["groups"] == [2]
-    assert scarce0["loss_weights"] is None and scarce1["loss_weights"] == [0.0] * 4
+    assert scarce0["loss_weights"] == [1.0] * 4 and scarce1["loss_weights"] == [0.0] * 4
 
 class CountingSource:
     """A weight source that records how far its (collective) iterator was consumed."""

@@ -1,18 +1,20 @@
-"""The GRPO step's sampling phase: rewards, overlong shaping/filtering, dynamic sampling, and
-the token layout of the micro-batches. The engine here is a scripted stand-in that returns
-fixed samples, so each expectation can be computed by hand; the real vLLM engine, policy and
-rewards run in test_train_pipeline.py."""
+"""The GRPO step's sampling phase through GRPOTrainer: rewards, every sampling strategy of the
+algorithm section (overlong shaping and filter, dynamic sampling, difficulty filter,
+curriculum, length schedule), and the token layout of the micro-batches. The engine here is
+a scripted stand-in that returns fixed samples, so each expectation can be computed by hand;
+the real vLLM engine, policy and rewards run in test_train_pipeline.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import pytest
 import torch
 
 from r1core.algos import AlgorithmConfig
-from r1core.trainer.config import GRPOConfig
-from r1core.trainer.grpo import GRPOTrainer, Prompt
-from r1core.trainer.samples import micro_batches
+from r1core.algos.sampling import DifficultyConfig, DifficultyFilter, DynamicSamplingConfig, OverlongConfig, PromptStream
+from r1core.batch import Prompt, rl_micro_batches
+from r1core.trainer.grpo import GRPOConfig, GRPOTrainer
 
 
 @dataclass
@@ -24,12 +26,17 @@ class Sample:
 
 
 class ScriptedRollout:
-    """Prompt ``[k, ...]`` answers with ``n`` samples; sample ``j`` is ``j + 1`` tokens long and
-    hits the length limit when that equals ``max_tokens``."""
+    """Prompt ``[k, ...]`` answers with ``n`` samples; sample ``j`` is ``j + 1`` tokens long (at
+    most ``max_tokens``) and hits the length limit when it reaches ``max_tokens``."""
+
+    def __init__(self):
+        self.budgets = []
 
     def generate(self, prompts, *, n, max_tokens, temperature, top_p=1.0, seed=None):
+        self.budgets.append(max_tokens)
+        lengths = [min(j + 1, max_tokens) for j in range(n)]
         return [
-            [Sample([p[0]] * (j + 1), [-0.5] * (j + 1), "length" if j + 1 >= max_tokens else "stop") for j in range(n)]
+            [Sample([p[0]] * m, [-0.5] * m, "length" if m >= max_tokens else "stop") for m in lengths]
             for p in prompts
         ]
 
@@ -56,39 +63,86 @@ def score_by_length(responses, golds):
     return totals, {"exact_length": totals}, 0
 
 
-def make_trainer(prompts, **config):
-    cfg = GRPOConfig(samples_per_prompt=4, max_response_tokens=4, **config)
+# The embedded run's algorithm: DAPO's loss with its sampling strategies off.
+PLAIN = AlgorithmConfig.from_preset("dapo", dynamic_sampling=DynamicSamplingConfig(), overlong=OverlongConfig())
+
+
+def make_trainer(prompts, algorithm=PLAIN, stream=None, **config):
+    cfg = GRPOConfig(**{"samples_per_prompt": 4, "max_response_tokens": 4, **config})
     return GRPOTrainer(
-        cfg, AlgorithmConfig.preset("dapo"), policy=None, rollout=ScriptedRollout(), prompts=Stream(prompts),
+        cfg, algorithm, policy=None, rollout=ScriptedRollout(), prompts=stream or Stream(prompts),
         decode=lambda ids: "x" * len(ids), score=score_by_length,
     )
 
 
 def test_overlong_shaping_and_filtering_follow_dapo():
-    trainer = make_trainer([Prompt([7, 1], "2", 0)], prompts_per_step=1, overlong_buffer=2, overlong_filter=True)
-    batch, _ = trainer._sample(0)
+    algorithm = replace(PLAIN, overlong=OverlongConfig(buffer_fraction=0.5, filter=True))
+    trainer = make_trainer([Prompt([7, 1], "2", 0)], algorithm, prompts_per_step=1)
+    batch, _ = trainer._sample(0, budget=4)
     # lengths 1..4 with max 4 and a buffer of 2: penalty 0, 0, -0.5, -1 on top of reward [0, 1, 0, 0]
     torch.testing.assert_close(batch.rewards, torch.tensor([0.0, 1.0, -0.5, -1.0]))
+    torch.testing.assert_close(batch.scores, torch.tensor([0.0, 1.0, 0.0, 0.0]))
     torch.testing.assert_close(batch.loss_weights, torch.tensor([1.0, 1.0, 1.0, 0.0]))
     assert batch.truncated.tolist() == [False, False, False, True]
+
+
+def test_dapo_preset_turns_on_all_of_dapo():
+    dapo = AlgorithmConfig.from_preset("dapo")
+    assert dapo.dynamic_sampling.enabled and dapo.overlong.buffer_fraction == 0.2
+    assert (dapo.loss, dapo.clip_low, dapo.clip_high, dapo.kl_mode) == ("dapo", 0.2, 0.28, "off")
+    trainer = make_trainer([Prompt([1], "9", 0), Prompt([2], "3", 1)], dapo, prompts_per_step=2, max_response_tokens=10)
+    batch, metrics = trainer._sample(0, budget=10)
+    # The all-zero group is dropped in both rounds; the refill draws prompt 1 again.
+    assert batch.uids == [1, 1] and metrics["dynamic_sampling/groups_dropped"] == 2
+    assert batch.scores is not None  # shaping kept the unshaped outcome
 
 
 def test_dynamic_sampling_drops_equal_groups_and_refills():
     # Gold "9" is never matched (all rewards 0: no signal); gold "3" is matched once.
     prompts = [Prompt([1], "9", 0), Prompt([2], "3", 1), Prompt([3], "9", 2), Prompt([4], "2", 3)]
-    trainer = make_trainer(prompts, prompts_per_step=2, dynamic_sampling=True, max_refill_tries=3)
-    batch, metrics = trainer._sample(0)
-    assert len(batch) == 8  # two informative groups of 4
-    assert sorted({ids[0] for ids in batch.prompt_ids}) == [2, 4]
-    assert metrics["groups_dropped"] == 2 and metrics["sampling_tries"] == 2
-    assert batch.advantages.shape == (8, 4)
-    assert set(batch.group_ids.tolist()) == {1, 3}  # unique per generated group, across tries
+    algorithm = replace(PLAIN, dynamic_sampling=DynamicSamplingConfig(enabled=True, max_refill_rounds=3))
+    trainer = make_trainer(prompts, algorithm, prompts_per_step=2)
+    batch, metrics = trainer._sample(0, budget=4)
+    assert len(batch) == 8 and batch.uids == [1, 3]  # two informative groups of 4
+    assert metrics["dynamic_sampling/groups_dropped"] == 2 and metrics["dynamic_sampling/rounds"] == 2
+    assert batch.group_index.tolist() == [1, 3]  # unique per generated group, across rounds
+    assert trainer._advantages(batch, None).advantages.shape == (8, 4)
+
+
+def test_difficulty_filter_and_curriculum_follow_the_pass_rates_the_trainer_measures():
+    """The trainer feeds every step's groups to the stream's tracker; the next epoch drops
+    always- and never-solved prompts and orders the rest easy to hard."""
+    # Gold g: the response of g characters scores 1, so gold "9" never passes; "1".."4" pass
+    # 1 in 4 (one response of each length 1..4).
+    prompts = [Prompt([k], gold, k) for k, gold in enumerate(["9", "1", "2", "9", "3"])]
+    difficulty = DifficultyConfig(filter=True, curriculum=True, pass_threshold=0.5)
+    algorithm = replace(PLAIN, difficulty=difficulty)
+    stream = PromptStream(prompts, seed=0, id_of=lambda p: p.uid, tracker=difficulty.tracker(),
+                          difficulty_filter=DifficultyFilter(), curriculum=True)
+    trainer = make_trainer(prompts, algorithm, stream=stream, prompts_per_step=5)
+    trainer._sample(0, budget=4)  # epoch 0: every prompt once, pass rates measured
+    assert stream.tracker.pass_rate(0) == 0.0 and stream.tracker.pass_rate(1) == 0.25
+    batch, _ = trainer._sample(1, budget=4)  # epoch 1 starts: the never-solved "9"s are gone
+    assert stream.last_epoch_filtered == 2 and set(batch.uids) <= {1, 2, 4}
+    state = stream.state_dict()
+    assert state["pass_rates"]["samples"][1] >= 8  # checkpointed with the data position
+
+
+def test_length_schedule_sets_each_steps_budget():
+    algorithm = replace(PLAIN, length_schedule="0:2,1:3")
+    trainer = make_trainer([Prompt([1], "1", 0)], algorithm, prompts_per_step=1)
+    assert [trainer.budgets(step) for step in (0, 1, 5)] == [2, 3, 3]
+    batch, _ = trainer._sample(0, budget=trainer.budgets(0))
+    assert batch.response_lengths.tolist() == [1, 2, 2, 2] and trainer.rollout.budgets == [2]
+    with pytest.raises(ValueError, match="above trainer.max_response_tokens=4"):
+        make_trainer([Prompt([1], "1", 0)], replace(PLAIN, length_schedule="0:8"), prompts_per_step=1)
 
 
 def test_micro_batches_put_response_tokens_at_their_logprob_columns():
     trainer = make_trainer([Prompt([5, 6, 7], "2", 0)], prompts_per_step=1)
-    batch, _ = trainer._sample(0)
-    (micro,) = micro_batches(batch, micro_batch_size=8)
+    batch, _ = trainer._sample(0, budget=4)
+    batch = trainer._advantages(batch, None)
+    (micro,) = rl_micro_batches(batch, range(len(batch)), micro_batch_size=8)
     # prompt of 3 tokens: response token j is predicted at column 2 + j of logp [B, T-1]
     assert micro.mask.shape == (4, 3 + 4 - 1)
     for row, length in enumerate(range(1, 5)):

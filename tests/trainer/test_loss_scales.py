@@ -15,7 +15,8 @@ import torch
 from r1core.algos import AlgorithmConfig, LossConfig, LossInputs, compute_policy_loss
 from r1core.algos.losses import resolve_config
 from r1core.ops.grpo_loss import AGGREGATIONS, aggregation_denominator
-from r1core.trainer.config import GRPOConfig, SFTConfig
+from r1core.trainer.grpo import GRPOConfig
+from r1core.trainer.sft import SFTConfig
 from r1core.parallel import Topology
 from r1core.trainer.distributed import global_loss_scales
 from r1core.trainer.grpo import GRPOTrainer, Prompt
@@ -59,7 +60,7 @@ def grpo_gradient(preset: str, micro_batch_size: int) -> tuple[torch.Tensor, flo
     trainer = GRPOTrainer(
         GRPOConfig(prompts_per_step=3, samples_per_prompt=4, max_response_tokens=4, micro_batch_size=micro_batch_size),
         # GRPO's KL needs a reference model; its aggregation is what is tested here.
-        AlgorithmConfig.preset(preset, **({"kl_mode": "off", "kl_coef": 0.0} if preset == "grpo" else {})),
+        AlgorithmConfig.from_preset(preset, **({"kl_mode": "off", "kl_coef": 0.0} if preset == "grpo" else {})),
         policy=policy, rollout=NoSync(), prompts=Stream(prompts),
         decode=lambda ids: "x" * len(ids), score=score_by_length,
     )

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 
-import torch
+from batches import rollout_batch
 
-from r1core.trainer.pipeline import trim_rollouts, write_rollouts
-from r1core.trainer.samples import SampleBatch
+from r1core.batch import RolloutBatch
+from r1core.commands.train import trim_rollouts, write_rollouts
 
 
-def _batch(reward: float) -> SampleBatch:
-    return SampleBatch(
-        [[1, 2], [1, 2]], [[3], [4, 5]], [torch.zeros(1), torch.zeros(2)], torch.tensor([0, 0]),
-        torch.tensor([reward, reward]), torch.tensor([False, False]),
-    )
+def _batch(reward: float) -> RolloutBatch:
+    return rollout_batch([[reward, reward]], lengths=[[1, 2]])
 
 
 def test_resume_drops_the_samples_of_steps_after_the_checkpoint(tmp_path):

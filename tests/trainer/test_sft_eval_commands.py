@@ -30,13 +30,13 @@ def r1core(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_sft_then_eval(tmp_path):
-    from r1core.trainer.bootstrap import TinyModelConfig, make_tiny_qwen2, train_tokenizer
+    from r1core.trainer.embedded import EmbeddedModelConfig, make_tiny_qwen2, train_tokenizer
 
     corpus = [row["prompt"] + row["response"] for row in TRACES]
     tokenizer = train_tokenizer(corpus, tmp_path / "tok", vocab_size=48)
     start = make_tiny_qwen2(
         tmp_path / "start", tokenizer,
-        TinyModelConfig(hidden_size=64, num_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128),
+        EmbeddedModelConfig(hidden_size=64, num_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128),
     )
     traces = tmp_path / "traces.jsonl"
     traces.write_text("".join(json.dumps(row) + "\n" for row in TRACES))

@@ -188,16 +188,18 @@ def test_data_parallel_dynamic_sampling_and_ppo_epochs_stay_in_lockstep(tmp_path
     # Filtering drops groups unevenly across replicas, and several optimiser steps per batch
     # (old log-probs, shuffled mini-batches) multiply the gradient all-reduces: a replica
     # that called train_step a different number of times would hang the run.
-    # Rewards: DAPO's overlong penalty only, so groups whose samples all hit the length limit
-    # are uniform (dropped) while the others vary.
-    train(tmp_path, "dynamic", "trainer.steps=2", "trainer.dynamic_sampling=true", "trainer.max_refill_tries=2",
-          "trainer.epochs_per_step=2", "trainer.mini_batches=2", "eval.every=2", "reward.weights.length_penalty=0.0",
-          "trainer.prompts_per_step=8", "trainer.max_response_tokens=12", "trainer.overlong_buffer=8", procs=2)
+    # Outcomes are accuracy and format only (no length reward), so groups whose samples all
+    # fail alike are uniform and dropped; DAPO's overlong shaping is on too, and groups are
+    # filtered on their unshaped outcomes.
+    train(tmp_path, "dynamic", "trainer.steps=2", "algorithm.dynamic_sampling.enabled=true",
+          "algorithm.dynamic_sampling.max_refill_rounds=2", "trainer.epochs_per_step=2", "trainer.mini_batches=2",
+          "eval.every=2", "reward.weights.length_penalty=0.0", "sft.epochs=10", "trainer.prompts_per_step=8",
+          "algorithm.overlong.buffer_fraction=0.5", procs=2)
     records = train_metrics(tmp_path / "dynamic")
     assert [r["step"] for r in records] == [1, 2]
-    assert sum(r["groups_dropped"] for r in records) > 0, "no group was filtered: the test exercises nothing"
+    assert sum(r["dynamic_sampling/groups_dropped"] for r in records) > 0, "no group was filtered: the test exercises nothing"
     for record in records:
-        assert 1 <= record["sampling_tries"] <= 3
+        assert 1 <= record["dynamic_sampling/rounds"] <= 3
         assert record["num_samples"] % (2 * 4) == 0  # whole groups, the same number per replica
         assert record["num_samples"] <= 8 * 4  # trimmed to prompts_per_step groups
     ranks = rollouts(tmp_path / "dynamic")
@@ -209,12 +211,12 @@ def test_data_parallel_dynamic_sampling_and_ppo_epochs_stay_in_lockstep(tmp_path
 def test_sft_command_under_data_parallelism_matches_one_process(tmp_path):
     import torch
 
-    from r1core.trainer.bootstrap import TinyModelConfig, make_tiny_qwen2, train_tokenizer
+    from r1core.trainer.embedded import EmbeddedModelConfig, make_tiny_qwen2, train_tokenizer
 
     rows = [{"prompt": f"{a}+{b}=?\n<think>", "response": f"{a}+{b}={a + b}</think><answer>{a + b}</answer>"}
             for a in range(4) for b in range(4)]
     tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in rows], tmp_path / "tok", vocab_size=48)
-    start = make_tiny_qwen2(tmp_path / "start", tokenizer, TinyModelConfig(
+    start = make_tiny_qwen2(tmp_path / "start", tokenizer, EmbeddedModelConfig(
         hidden_size=64, num_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128))
     traces = tmp_path / "traces.jsonl"
     traces.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -1,14 +1,17 @@
-"""Sampling strategies: small, pure objects over a batch of rollout groups.
+"""Sampling strategies over a step's :class:`~r1core.batch.RolloutBatch`, configured in the
+run's ``algorithm`` section and called by the GRPO trainer.
 
-- :class:`DynamicSampling`: drop groups with equal outcomes, refill from a prompt source.
-- :class:`OverlongRewardShaping`, :class:`OverlongFilter`: DAPO's overlong remedies.
-- :class:`DifficultyFilter`, :class:`PassRateTracker`, :func:`curriculum_order`: pass-rate
-  band filtering and easy-to-hard ordering.
-- :class:`LengthSchedule`: progressively longer maximum response length.
-- :class:`PromptStream`: the seeded, resumable prompt order with online filtering.
+- :class:`DynamicSampling` (``algorithm.dynamic_sampling``): drop groups with equal
+  outcomes, refill from further prompts (DAPO).
+- :class:`OverlongRewardShaping`, :class:`OverlongFilter` (``algorithm.overlong``): DAPO's
+  overlong remedies.
+- :class:`PassRateTracker`, :class:`DifficultyFilter`, :func:`curriculum_order`
+  (``algorithm.difficulty``): online pass-rate band filtering and easy-to-hard epochs,
+  applied by :class:`PromptStream`.
+- :class:`LengthSchedule` (``algorithm.length_schedule``): progressively longer responses.
 """
 
-from r1core.algos.sampling.difficulty import DifficultyFilter, PassRateTracker, curriculum_order
+from r1core.algos.sampling.difficulty import DifficultyConfig, DifficultyFilter, PassRateTracker, curriculum_order
 from r1core.algos.sampling.dynamic import (
     DynamicSampling,
     DynamicSamplingConfig,
@@ -16,21 +19,19 @@ from r1core.algos.sampling.dynamic import (
     GroupSource,
     informative_groups,
 )
-from r1core.algos.sampling.groups import BatchTransform, Compose, GroupBatch
 from r1core.algos.sampling.length import LengthSchedule
+from r1core.algos.sampling.overlong import OverlongConfig, OverlongFilter, OverlongRewardShaping, overlong_penalty
 from r1core.algos.sampling.prompts import PromptStream
-from r1core.algos.sampling.overlong import OverlongFilter, OverlongRewardShaping, overlong_penalty
 
 __all__ = [
-    "BatchTransform",
-    "Compose",
+    "DifficultyConfig",
     "DifficultyFilter",
     "DynamicSampling",
     "DynamicSamplingConfig",
     "DynamicSamplingStats",
-    "GroupBatch",
     "GroupSource",
     "LengthSchedule",
+    "OverlongConfig",
     "OverlongFilter",
     "OverlongRewardShaping",
     "PassRateTracker",

@@ -3,7 +3,10 @@
 Prompts the policy always solves, or never solves, give zero-variance groups and waste
 rollouts. Skywork-OR1 and DeepScaleR measure each prompt's pass rate (offline with the
 initial policy, or online from the groups of past steps) and keep prompts whose pass rate
-lies in a band; a curriculum orders the kept prompts from easy to hard.
+lies in a band; a curriculum orders the kept prompts from easy to hard. The trainer measures
+online: every step's groups update a :class:`PassRateTracker`, and the prompt stream
+(:class:`r1core.algos.sampling.PromptStream`) applies the filter and the ordering at each
+epoch start.
 """
 
 from __future__ import annotations
@@ -11,11 +14,49 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import torch
 
-from r1core.algos.sampling.groups import GroupBatch
+from r1core.batch import RolloutBatch
+
+
+@dataclass(frozen=True)
+class DifficultyConfig:
+    """Online difficulty filtering and curriculum (``algorithm.difficulty``)."""
+
+    filter: bool = False
+    """At each epoch start, drop prompts whose measured pass rate left
+    ``(min_pass_rate, max_pass_rate)`` (Skywork-OR1's online filtering)."""
+    min_pass_rate: float = 0.0
+    """Lower bound of the band (excluded)."""
+    max_pass_rate: float = 1.0
+    """Upper bound of the band (excluded): the default band drops the always-solved and the
+    never-solved prompts."""
+    pass_threshold: float = 0.5
+    """An outcome (the verifier's score, before shaping) counts as a pass at or above this."""
+    pass_rate_decay: float = 0.0
+    """0 keeps each prompt's plain mean over every sample seen; a value in (0, 1) makes the
+    rate an exponential moving average over the steps that drew it, so it follows the
+    improving policy."""
+    curriculum: bool = False
+    """Order each epoch easy to hard by measured pass rate instead of a plain shuffle."""
+    num_buckets: int = 10
+    """Pass-rate buckets of the curriculum (shuffled within a bucket)."""
+
+    def __post_init__(self) -> None:
+        DifficultyFilter(self.min_pass_rate, self.max_pass_rate)  # validates the band
+        if self.num_buckets < 1:
+            raise ValueError(f"difficulty.num_buckets must be >= 1, got {self.num_buckets}")
+        if not 0.0 <= self.pass_rate_decay < 1.0:
+            raise ValueError(f"difficulty.pass_rate_decay must lie in [0, 1), got {self.pass_rate_decay}")
+
+    def tracker(self) -> "PassRateTracker":
+        return PassRateTracker(self.pass_threshold, self.pass_rate_decay or None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.filter or self.curriculum
 
 
 class PassRateTracker:
@@ -34,11 +75,12 @@ class PassRateTracker:
         self._passes: dict[Hashable, float] = {}
         self._samples: dict[Hashable, float] = {}
 
-    def update(self, batch: GroupBatch) -> None:
-        """Record the outcomes of every group of ``batch``."""
-        passes = (batch.outcome() >= self.threshold).to(torch.float64)
-        for prompt_id, row in zip(batch.prompt_ids, passes.tolist()):
-            self.record(prompt_id, sum(row), len(row))
+    def update(self, batch: RolloutBatch) -> None:
+        """Record the outcomes of every group of ``batch`` under its prompt's uid."""
+        groups = batch.groups()
+        passes = (groups.outcome >= self.threshold).to(torch.float64)
+        for uid, row in zip(groups.uids, passes.tolist()):
+            self.record(uid, sum(row), len(row))
 
     def record(self, prompt_id: Hashable, num_passed: float, num_samples: int) -> None:
         if num_samples <= 0:
@@ -59,6 +101,13 @@ class PassRateTracker:
 
     def pass_rates(self) -> dict[Hashable, float]:
         return {key: self._passes[key] / self._samples[key] for key in self._samples}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The measured counts, for checkpoints."""
+        return {"passes": dict(self._passes), "samples": dict(self._samples)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._passes, self._samples = dict(state["passes"]), dict(state["samples"])
 
 
 @dataclass(frozen=True)
@@ -89,11 +138,6 @@ class DifficultyFilter:
     def select(self, prompt_ids: Iterable[Hashable], pass_rates: Mapping[Hashable, float]) -> list[Hashable]:
         """The prompt ids (in their order) whose pass rate is in the band."""
         return [pid for pid in prompt_ids if self.accepts(pass_rates.get(pid))]
-
-    def __call__(self, batch: GroupBatch) -> GroupBatch:
-        """Keep the groups whose own pass rate (mean outcome of the group) is in the band."""
-        rates = batch.outcome().mean(dim=1).tolist()
-        return batch.take([i for i, rate in enumerate(rates) if self.accepts(rate)])
 
 
 def curriculum_order(

@@ -2,8 +2,8 @@
 
 A group whose responses all score the same has zero advantage under every group-relative
 estimator, so it contributes no gradient but still costs a slot of the batch. Dynamic
-sampling drops such groups and asks the caller's prompt source for more until the batch
-holds ``target_num_groups`` informative groups or ``max_tries`` refills have been made.
+sampling drops such groups and asks the caller's source for more until the batch holds
+``target_num_groups`` informative groups or ``max_refill_rounds`` refills have been made.
 """
 
 from __future__ import annotations
@@ -13,100 +13,96 @@ from typing import Callable
 
 import torch
 
-from r1core.algos.sampling.groups import GroupBatch
+from r1core.batch import RolloutBatch
 
-# The trainer's "sample more": given how many groups are still missing, generate (at least
-# about) that many new groups and return them; an empty batch means the source is exhausted.
-GroupSource = Callable[[int], GroupBatch]
+# The trainer's "sample more": given the refill round (1, 2, ...), generate and score a
+# fresh batch of groups. An empty batch means the source is exhausted.
+GroupSource = Callable[[int], RolloutBatch]
 
 
 @dataclass(frozen=True)
 class DynamicSamplingConfig:
-    """target_num_groups: informative groups wanted in the training batch.
-    max_tries: most calls to the source for refills (0 = only filter the first batch).
-    min_spread: a group is informative when ``max - min`` of its outcomes exceeds this.
-    """
+    """DAPO's dynamic sampling (``algorithm.dynamic_sampling``)."""
 
-    target_num_groups: int
-    max_tries: int = 8
+    enabled: bool = False
+    """Drop groups whose outcomes are all equal and refill from further prompts."""
+    max_refill_rounds: int = 3
+    """Extra generation rounds per step at most; a step that still falls short trains on the
+    informative groups it has."""
     min_spread: float = 0.0
+    """A group is informative when ``max - min`` of its outcomes exceeds this."""
 
     def __post_init__(self) -> None:
-        if self.target_num_groups < 1:
-            raise ValueError(f"target_num_groups must be >= 1, got {self.target_num_groups}")
-        if self.max_tries < 0:
-            raise ValueError(f"max_tries must be >= 0, got {self.max_tries}")
+        if self.max_refill_rounds < 0:
+            raise ValueError(f"dynamic_sampling.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
         if self.min_spread < 0:
-            raise ValueError(f"min_spread must be >= 0, got {self.min_spread}")
+            raise ValueError(f"dynamic_sampling.min_spread must be >= 0, got {self.min_spread}")
 
 
 @dataclass(frozen=True)
 class DynamicSamplingStats:
-    """num_tries: refill calls made to the source. num_generated: groups seen in total
-    (first batch included). num_dropped: groups dropped for equal outcomes. num_surplus:
-    informative groups beyond the target, discarded. reached_target: whether the returned
-    batch has ``target_num_groups`` groups. exhausted: the source returned an empty batch.
+    """rounds: generation rounds used (the first included). num_dropped: groups dropped for
+    equal outcomes. num_kept: informative groups kept (before any truncation to the target).
     """
 
-    num_tries: int
-    num_generated: int
+    rounds: int
     num_dropped: int
-    num_surplus: int
-    reached_target: bool
-    exhausted: bool
+    num_kept: int
 
     def as_metrics(self) -> dict[str, float]:
-        return {f"dynamic_sampling/{key}": float(value) for key, value in self.__dict__.items()}
+        return {"dynamic_sampling/rounds": float(self.rounds),
+                "dynamic_sampling/groups_dropped": float(self.num_dropped),
+                "dynamic_sampling/groups_kept": float(self.num_kept)}
 
 
-def informative_groups(batch: GroupBatch, min_spread: float = 0.0) -> torch.Tensor:
+def informative_groups(batch: RolloutBatch, min_spread: float = 0.0) -> torch.Tensor:
     """bool ``[G]``: True for groups whose outcomes are not all equal (spread > min_spread)."""
-    outcome = batch.outcome()
-    if outcome.shape[1] == 0:
-        return torch.zeros(outcome.shape[0], dtype=torch.bool)
+    outcome = batch.groups().outcome
     spread = outcome.amax(dim=1) - outcome.amin(dim=1)
     return spread > min_spread
 
 
 class DynamicSampling:
-    """Filter-and-refill; deterministic given the source (it draws no randomness itself)."""
+    """Filter-and-refill; deterministic given the source (it draws no randomness itself).
 
-    def __init__(self, config: DynamicSamplingConfig) -> None:
+    ``target_num_groups`` is counted over the whole run's batch: with data parallelism each
+    replica passes ``total``, a function from its own kept count to the sum over replicas (a
+    collective, so every replica runs the same number of rounds).
+    """
+
+    def __init__(self, config: DynamicSamplingConfig, target_num_groups: int) -> None:
+        if target_num_groups < 1:
+            raise ValueError(f"target_num_groups must be >= 1, got {target_num_groups}")
         self.config = config
+        self.target_num_groups = target_num_groups
 
-    def filter(self, batch: GroupBatch) -> tuple[GroupBatch, int]:
+    def filter(self, batch: RolloutBatch) -> tuple[RolloutBatch, int]:
         """The informative groups of ``batch`` and how many were dropped."""
-        keep = informative_groups(batch, self.config.min_spread)
-        kept = keep.nonzero().flatten()
-        return batch.take(kept), batch.num_groups - kept.numel()
+        keep = informative_groups(batch, self.config.min_spread).nonzero().flatten().tolist()
+        return batch.take_groups(keep), batch.num_groups - len(keep)
 
-    def run(self, batch: GroupBatch, source: GroupSource) -> tuple[GroupBatch, DynamicSamplingStats]:
-        """Filter ``batch``, then refill from ``source`` until the target or the try cap.
+    def run(
+        self, batch: RolloutBatch, source: GroupSource, *, total: Callable[[int], int] = int
+    ) -> tuple[RolloutBatch, DynamicSamplingStats]:
+        """Filter ``batch``, then refill from ``source`` until ``total(kept)`` reaches the
+        target or the round cap.
 
-        Returns the kept groups (at most ``target_num_groups``, in generation order) and
-        the stats. Falling short of the target is not an error: the caller decides
-        (``stats.reached_target``) whether to train on a smaller batch.
+        Returns every kept group in generation order (a surplus beyond the target is the
+        caller's to trim, see :meth:`truncate`) and the stats.
         """
-        target = self.config.target_num_groups
         kept, dropped = self.filter(batch)
-        parts, num_kept, generated = [kept], kept.num_groups, batch.num_groups
-        tries, exhausted = 0, False
-        while num_kept < target and tries < self.config.max_tries:
-            fresh = source(target - num_kept)
-            tries += 1
-            if fresh.num_groups == 0:
-                exhausted = True
-                break
-            if fresh.group_size != batch.group_size:
+        parts, rounds = [kept], 1
+        while total(sum(p.num_groups for p in parts)) < self.target_num_groups and rounds <= self.config.max_refill_rounds:
+            fresh = source(rounds)
+            rounds += 1
+            if fresh.num_groups and fresh.group_size != batch.group_size:
                 raise ValueError(f"source returned groups of size {fresh.group_size}, expected {batch.group_size}")
-            generated += fresh.num_groups
             fresh_kept, fresh_dropped = self.filter(fresh)
-            dropped += fresh_dropped
             parts.append(fresh_kept)
-            num_kept += fresh_kept.num_groups
-        result = GroupBatch.concat(parts)
-        surplus = max(0, result.num_groups - target)
-        if surplus:
-            result = result.take(range(target))
-        stats = DynamicSamplingStats(tries, generated, dropped, surplus, result.num_groups == target, exhausted)
-        return result, stats
+            dropped += fresh_dropped
+        result = RolloutBatch.concat(parts)
+        return result, DynamicSamplingStats(rounds, dropped, result.num_groups)
+
+    def truncate(self, batch: RolloutBatch) -> RolloutBatch:
+        """The first ``target_num_groups`` groups of ``batch`` (all of them if fewer)."""
+        return batch.take_groups(range(min(batch.num_groups, self.target_num_groups)))

@@ -1,12 +1,15 @@
-"""Overlong handling (DAPO): soft length penalty before the limit, or mask truncated samples.
+"""Overlong handling (DAPO): a soft length penalty before the limit, or truncated samples
+masked out of the loss.
 
 A response cut off at the length limit gets a low reward for a reason unrelated to its
 reasoning (the answer simply was not reached), which is noise in the reward. DAPO offers
 two remedies, used alone or together:
 
 - overlong reward shaping: a penalty growing linearly from 0 to ``-penalty`` over the last
-  ``buffer_length`` tokens before ``max_length`` (``-penalty`` beyond it);
-- overlong filtering: truncated responses get loss weight 0.
+  ``buffer_length`` tokens before ``max_length`` (``-penalty`` beyond it), the formula of
+  :func:`r1core.rewards.length.soft_overlong_penalty`;
+- overlong filtering: truncated responses get loss weight 0 (they still count in their
+  group's baseline).
 """
 
 from __future__ import annotations
@@ -15,29 +18,50 @@ from dataclasses import dataclass
 
 import torch
 
-from r1core.algos.sampling.groups import GroupBatch
+from r1core.batch import RolloutBatch
+from r1core.rewards.length import soft_overlong_penalty
+
+
+@dataclass(frozen=True)
+class OverlongConfig:
+    """DAPO's overlong remedies (``algorithm.overlong``)."""
+
+    buffer_fraction: float = 0.0
+    """Overlong reward shaping: the soft zone as a fraction of the step's generation budget
+    (DAPO: 4096 of 20480 tokens, 0.2); 0 turns shaping off."""
+    penalty: float = 1.0
+    """Shaping penalty at (and beyond) the generation budget."""
+    filter: bool = False
+    """Overlong filtering: responses that hit the length limit get loss weight 0."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.buffer_fraction <= 1.0:
+            raise ValueError(f"overlong.buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
+        if self.penalty < 0:
+            raise ValueError(f"overlong.penalty must be >= 0, got {self.penalty}")
+
+    def apply(self, batch: RolloutBatch, max_length: int) -> RolloutBatch:
+        """Shaping (when ``buffer_fraction`` > 0) then filtering (when ``filter``), for a
+        step whose generation budget is ``max_length`` tokens."""
+        if self.buffer_fraction > 0:
+            buffer = max(1, round(self.buffer_fraction * max_length))
+            batch = OverlongRewardShaping(max_length, buffer, self.penalty)(batch)
+        if self.filter:
+            batch = OverlongFilter()(batch)
+        return batch
 
 
 def overlong_penalty(lengths: torch.Tensor, max_length: int, buffer_length: int, penalty: float = 1.0) -> torch.Tensor:
-    """DAPO's soft overlong penalty, float32 with ``lengths``' shape.
-
-    0 for ``L <= max_length - buffer_length``; ``(max_length - buffer_length - L) / buffer_length
-    * penalty`` inside the buffer; ``-penalty`` for ``L > max_length``.
-    """
-    if max_length < 1 or not 0 < buffer_length <= max_length:
-        raise ValueError(f"need 0 < buffer_length <= max_length, got buffer {buffer_length}, max {max_length}")
-    if penalty < 0:
-        raise ValueError(f"penalty must be >= 0, got {penalty}")
-    expected = max_length - buffer_length
-    lengths = lengths.to(torch.float32)
-    inside = (expected - lengths) / buffer_length * penalty
-    result = torch.where(lengths <= expected, torch.zeros_like(lengths), inside)
-    return torch.where(lengths > max_length, torch.full_like(lengths, -penalty), result)
+    """:func:`~r1core.rewards.length.soft_overlong_penalty` of every length, float32 with
+    ``lengths``' shape."""
+    values = [soft_overlong_penalty(float(n), max_length, buffer_length, penalty) for n in lengths.flatten().tolist()]
+    return torch.tensor(values, dtype=torch.float32).view(lengths.shape)
 
 
 @dataclass(frozen=True)
 class OverlongRewardShaping:
-    """Adds :func:`overlong_penalty` to the rewards (scores, used for filtering, stay as they are).
+    """Adds :func:`overlong_penalty` of the response lengths to the rewards; the unshaped
+    outcome is kept in ``scores`` for filtering and pass rates.
 
     max_length: the generation limit in tokens. buffer_length: width of the soft zone
     before it (DAPO: 4096 of 20480). penalty: the penalty at and beyond the limit.
@@ -48,19 +72,16 @@ class OverlongRewardShaping:
     penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        overlong_penalty(torch.zeros(1), self.max_length, self.buffer_length, self.penalty)  # validates
+        soft_overlong_penalty(0, self.max_length, self.buffer_length, self.penalty)  # validates
 
-    def __call__(self, batch: GroupBatch) -> GroupBatch:
-        shaped = batch.rewards + overlong_penalty(batch.lengths, self.max_length, self.buffer_length, self.penalty)
-        # Keep the unshaped outcome for filtering and pass rates.
-        scores = batch.scores if batch.scores is not None else batch.rewards
-        return batch.with_fields(rewards=shaped, scores=scores)
+    def __call__(self, batch: RolloutBatch) -> RolloutBatch:
+        shaped = batch.rewards + overlong_penalty(batch.response_lengths, self.max_length, self.buffer_length, self.penalty)
+        return batch.with_fields(rewards=shaped, scores=batch.outcome())
 
 
 @dataclass(frozen=True)
 class OverlongFilter:
-    """Sets the loss weight of truncated responses to 0 (they still count in their group's
-    advantage baseline, as in DAPO)."""
+    """Sets the loss weight of truncated responses to 0."""
 
-    def __call__(self, batch: GroupBatch) -> GroupBatch:
-        return batch.with_fields(loss_weight=batch.loss_weight * (~batch.truncated).to(torch.float32))
+    def __call__(self, batch: RolloutBatch) -> RolloutBatch:
+        return batch.with_fields(loss_weights=batch.loss_weights * (~batch.truncated).to(torch.float32))

@@ -89,11 +89,16 @@ class PromptStream(Generic[T]):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Position in the stream, for checkpoints (the tracker saves its own state)."""
-        return {"epoch": self.epoch, "position": self.position, "order": list(self.order), "seed": self.seed}
+        """Position in the stream and the measured pass rates, for checkpoints."""
+        state = {"epoch": self.epoch, "position": self.position, "order": list(self.order), "seed": self.seed}
+        if self.tracker is not None:
+            state["pass_rates"] = self.tracker.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         missing = [i for i in state["order"] if i not in self.items]
         if missing:
             raise ValueError(f"checkpointed prompt order has ids not in this stream, e.g. {missing[:3]}")
         self.epoch, self.position, self.order, self.seed = state["epoch"], state["position"], list(state["order"]), state["seed"]
+        if self.tracker is not None and "pass_rates" in state:
+            self.tracker.load_state_dict(state["pass_rates"])

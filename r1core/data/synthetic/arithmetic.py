@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 
 from r1core.data.records import Problem
-from r1core.data.synthetic.base import SYNTHETIC_TASKS, answer_of, format_trace
+from r1core.data.synthetic.base import SYNTHETIC_TASKS, format_trace
+from r1core.rewards.extract import final_answer_tag
 
 _INTEGER = re.compile(r"-?\d+")
 
@@ -127,7 +128,7 @@ class ArithmeticTask:
         return problems
 
     def verify(self, response: str, gold: str) -> float:
-        answer = answer_of(response)
+        answer = final_answer_tag(response)
         if answer is None or not _INTEGER.fullmatch(answer):
             return 0.0
         return 1.0 if int(answer) == int(gold) else 0.0

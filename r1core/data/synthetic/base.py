@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from r1core._registry import Registry
 from r1core.data.records import Problem
-from r1core.data.templates import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer_tag
+from r1core.rewards.extract import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 
 class SyntheticTask(Protocol):
@@ -42,38 +42,11 @@ def get_task(name: str, **config: Any) -> SyntheticTask:
     return factory(**config)
 
 
-def batch_reward(task: SyntheticTask, responses: Sequence[str], golds: Sequence[str]) -> list[float]:
-    """The batch reward API ``(responses, golds) -> rewards`` for a synthetic task."""
-    if len(responses) != len(golds):
-        raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
-    return [task.verify(response, gold) for response, gold in zip(responses, golds)]
-
-
 def format_trace(steps: Sequence[str], answer: str, *, open_think: bool = True) -> str:
     """Join working lines into the R1 format; ``open_think=False`` leaves out the opening
     ``<think>`` for prompts that already end with it (the ``compact`` template)."""
     body = "\n".join(steps)
     return f"{THINK_OPEN if open_think else ''}{body}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
-
-
-def sft_pairs(
-    task: SyntheticTask, problems: Sequence[Problem], template: Callable[[str], str]
-) -> list[tuple[str, str]]:
-    """``(prompt, completion)`` pairs for supervised fine-tuning on R1-format traces.
-
-    The completion omits the opening ``<think>`` when the prompt already ends with it
-    (the ``compact`` template), so prompt + completion is always one well-formed trace.
-    """
-    pairs = []
-    for problem in problems:
-        prompt = template(problem.problem)
-        opens_think = prompt.rstrip().endswith(THINK_OPEN)
-        pairs.append((prompt, task.solution_trace(problem, open_think=not opens_think)))
-    return pairs
-
-
-def answer_of(response: str) -> str | None:
-    return extract_answer_tag(response)
 
 
 def split_problems(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from r1core.data.records import Problem
-from r1core.data.synthetic.base import SYNTHETIC_TASKS, answer_of, format_trace
+from r1core.data.synthetic.base import SYNTHETIC_TASKS, format_trace
+from r1core.rewards.extract import final_answer_tag
 
 _MAX_EXPRESSION_CHARS = 200
 
@@ -146,7 +147,7 @@ class CountdownTask:
 
     def verify(self, response: str, gold: str) -> float:
         target, numbers = parse_gold(gold)
-        answer = answer_of(response)
+        answer = final_answer_tag(response)
         if answer is None:
             return 0.0
         result = evaluate_expression(answer)

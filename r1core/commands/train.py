@@ -1,4 +1,4 @@
-"""The R1 pipeline behind ``r1core train``: cold-start SFT, then GRPO, with held-out
+"""``r1core train``: the R1 pipeline, cold-start SFT, then GRPO, with held-out
 evaluation before, during and after RL.
 
 With no model configured (``policy.hf_dir`` empty) the run is the embedded default: it
@@ -10,7 +10,10 @@ Under torchrun (``WORLD_SIZE > 1``) the layout is checked and the process groups
 before anything is built. Each data-parallel replica's leader owns a rollout engine (in its
 own process, away from the trainer's process group) and a reward pool; every rank trains
 on its replica's share of each step's groups; global rank 0 alone writes the tokenizer,
-the logs, TensorBoard, the plot and the summary (see ``r1core/trainer/distributed.py``).
+the logs, TensorBoard, the plot and the summary (see ``r1core/parallel/topology.py``).
+
+This module is the composition root of a run: it alone reads the whole ``RunConfig`` and
+hands each component its own section.
 """
 
 from __future__ import annotations
@@ -23,14 +26,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
-from r1core.trainer.bootstrap import load_tokenizer, make_tiny_qwen2, train_tokenizer
-from r1core.algos.sampling.prompts import PromptStream
+from r1core.algos.sampling import DifficultyFilter, PromptStream
+from r1core.batch import Prompt, RolloutBatch
+from r1core.config.loader import dump_config
+from r1core.config.run import RunConfig
+from r1core.data.synthetic.base import get_task, split_problems
+from r1core.data.templates import get_template
+from r1core.data.tokenizers import load_tokenizer
+from r1core.eval.evaluate import evaluate
 from r1core.parallel.layout import resolve_layout
 from r1core.parallel.topology import Topology, even_slices, without_torchrun_env
-from r1core.trainer.grpo import GRPOTrainer, Prompt, sync_weights
-from r1core.trainer.run_logger import NullLogger, RunLogger
+from r1core.rewards.extract import ANSWER_OPEN, extract_answer
+from r1core.rollout.config import RolloutConfig
+from r1core.trainer.checkpoint import CheckpointManager
+from r1core.trainer.embedded import make_tiny_qwen2, train_tokenizer
+from r1core.trainer.grpo import GRPOTrainer, sync_weights
+from r1core.trainer.rng import restore_rng_state
+from r1core.trainer.run_logger import NullLogger, RunLogger, atomic_write_text
 from r1core.trainer.sft import run_sft
+
+# Evaluation samples with its own seeds, away from the training steps' (see
+# r1core.trainer.grpo.STEP_SEED_STRIDE): problem i of an evaluation draws with
+# EVAL_SEED_OFFSET + run seed + i, the same at every evaluation, so the curves compare the
+# policy on identical sampling noise.
+EVAL_SEED_OFFSET = 10_000
 
 
 def _corrupt(answer: str, rng: random.Random) -> str:
@@ -45,8 +64,8 @@ def cold_start_traces(task: Any, problems: Sequence[Any], noise: float, seed: in
     for problem in problems:
         trace = task.solution_trace(problem, open_think=False)
         if rng.random() < noise:
-            head, _, _ = trace.rpartition("<answer>")
-            trace = f"{head}<answer>{_corrupt(problem.answer, rng)}</answer>"
+            head, _, _ = trace.rpartition(ANSWER_OPEN)
+            trace = f"{head}{ANSWER_OPEN}{_corrupt(problem.answer, rng)}</answer>"
         out.append((problem.problem, trace))
     return out
 
@@ -54,7 +73,7 @@ def cold_start_traces(task: Any, problems: Sequence[Any], noise: float, seed: in
 class Pipeline:
     """Holds the pieces of one run and runs its phases in order."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.directory)
         self.topology = start_distributed(cfg)
@@ -69,8 +88,6 @@ class Pipeline:
         self.topology.barrier()
         self.resume_step = None
         if cfg.checkpoint.resume:
-            from r1core.trainer.checkpoint import CheckpointManager
-
             self.resume_step = CheckpointManager(cfg.checkpoint_directory).latest_step()
         if self.topology.is_main:
             self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
@@ -80,10 +97,7 @@ class Pipeline:
 
     # --------------------------------------------------------------- phases
 
-    def build_task(self):
-        from r1core.data.synthetic.base import get_task, split_problems
-        from r1core.data.templates import get_template
-
+    def build_task(self) -> None:
         section = self.cfg.data
         self.task = get_task(section.task, difficulty=section.difficulty)
         if section.options:
@@ -119,11 +133,11 @@ class Pipeline:
         return self.tokenizer.decode([i for i in ids if i != eos], skip_special_tokens=False)
 
     def build_policy(self, hf_dir: Path, lr: float):
-        from r1core.models import OptimConfig, build_policy
+        from r1core.models import build_policy
 
-        policy_cfg = self.cfg.policy
-        optim = OptimConfig(lr=lr, weight_decay=policy_cfg.weight_decay, clip_grad=policy_cfg.clip_grad)
-        return build_policy(hf_dir, self.cfg.parallel, dtype=policy_cfg.torch_dtype(), optim=optim, seed=self.cfg.run.seed)
+        policy = self.cfg.policy
+        return build_policy(hf_dir, self.cfg.parallel, dtype=policy.torch_dtype(), optim=policy.optim(lr),
+                            seed=self.cfg.run.seed)
 
     def cold_start(self, start_dir: Path, progress: Callable[[str], None]) -> Path:
         section = self.cfg.sft
@@ -150,9 +164,6 @@ class Pipeline:
 
     def evaluate(self, rollout: Any, step: int, progress: Callable[[str], None]) -> float:
         """avg@k accuracy on the held-out problems (R1's pass@1 from k samples); logged."""
-        from r1core.data.templates import extract_answer_tag
-        from r1core.eval import evaluate
-
         section = self.cfg.eval
         topology = self.topology
         prompts = self.encode_prompts(self.eval_problems)
@@ -163,8 +174,8 @@ class Pipeline:
         local = None
         if topology.is_leader:
             groups = rollout.generate(
-                [p.prompt_ids for p in prompts[share]], n=section.k, max_tokens=section.max_tokens,
-                temperature=section.temperature, seed=10_000 + self.cfg.run.seed + share.start,
+                [p.tokens for p in prompts[share]], n=section.k, max_tokens=section.max_tokens,
+                temperature=section.temperature, seed=EVAL_SEED_OFFSET + self.cfg.run.seed + share.start,
             )
             local = (topology.dp_rank, [[(self.decode(s.token_ids), len(s.token_ids)) for s in g] for g in groups])
         parts = sorted(part for part in topology.all_gather(local) if part is not None)
@@ -172,7 +183,8 @@ class Pipeline:
         if topology.is_main:
             samples = [group for _, groups in parts for group in groups]
             responses = [[text for text, _ in group] for group in samples]
-            report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k], extract_fn=extract_answer_tag)
+            report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k],
+                              extract_fn=lambda text: extract_answer(text).final)
             metrics = {key: float(value) for key, value in report.items() if isinstance(value, (int, float))}
             metrics["accuracy"] = metrics[f"avg@{section.k}"]
             lengths = [length for group in samples for _, length in group]
@@ -186,9 +198,19 @@ class Pipeline:
 
     # --------------------------------------------------------------- RL
 
+    def prompt_stream(self) -> PromptStream:
+        """The training prompts in a seeded, resumable order, with the algorithm's online
+        difficulty filter and curriculum when they are on."""
+        difficulty = self.cfg.algorithm.difficulty
+        band = DifficultyFilter(difficulty.min_pass_rate, difficulty.max_pass_rate) if difficulty.filter else None
+        return PromptStream(
+            self.encode_prompts(self.train_problems), seed=self.cfg.run.seed, id_of=lambda p: p.uid,
+            tracker=difficulty.tracker() if difficulty.enabled else None, difficulty_filter=band,
+            curriculum=difficulty.curriculum, num_buckets=difficulty.num_buckets,
+        )
+
     def reinforce(self, start_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
         from r1core.rewards import RewardPool, RewardPoolConfig, compose_rewards, get_reward
-        from r1core.trainer.checkpoint import CheckpointManager
 
         cfg = self.cfg
         topology = self.topology
@@ -216,15 +238,13 @@ class Pipeline:
             failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
             return result.totals, result.components, failed
 
-        prompts = PromptStream(self.encode_prompts(self.train_problems), seed=cfg.run.seed, id_of=lambda p: p.uid)
-        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, prompts, self.decode, score,
+        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, self.prompt_stream(), self.decode, score,
                               ref_policy=ref_policy, topology=topology)
         checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
+        config_yaml = dump_config(cfg)
         summary: dict[str, Any] = {}
         latest = checkpoints.load_latest() if self.resume_step is not None else None
         if latest is not None:
-            from r1core.trainer.rng import restore_rng_state
-
             policy.load_state_dict(latest.state["policy"])
             trainer.load_state_dict(latest.state["trainer"])
             summary = dict(latest.state["summary"])
@@ -254,7 +274,8 @@ class Pipeline:
                 summary["accuracy_end"] = self.evaluate(rollout, step, progress)
             summary["train_tokens"] = total_tokens
             if step % cfg.checkpoint.interval == 0 or step == cfg.trainer.steps:
-                checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(), "summary": summary}, config=cfg)
+                checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(), "summary": summary},
+                                 config_yaml=config_yaml)
         summary["steps"] = trainer.step_index
         policy.export_hf(self.run_dir / "final")
         if topology.is_main:
@@ -286,14 +307,15 @@ class Pipeline:
         return summary
 
 
-def write_rollouts(path: Path, step: int, batch: Any) -> None:
-    """Append one JSON line per sample of ``batch`` (a ``SampleBatch``) for ``step``."""
+def write_rollouts(path: Path, step: int, batch: RolloutBatch) -> None:
+    """Append one JSON line per sample of ``batch`` for ``step``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         for row in range(len(batch)):
+            group = batch.row_group(row)
             record = {
-                "step": step, "group": int(batch.group_ids[row]), "prompt_ids": batch.prompt_ids[row],
-                "response_ids": batch.response_ids[row], "reward": float(batch.rewards[row]),
+                "step": step, "group": int(batch.group_index[group]), "prompt_ids": batch.prompt_tokens[group],
+                "response_ids": batch.response_tokens[row], "reward": float(batch.rewards[row]),
             }
             handle.write(json.dumps(record) + "\n")
 
@@ -302,18 +324,16 @@ def trim_rollouts(path: Path, last_step: int) -> None:
     """Drop the records of steps after ``last_step`` from a rollouts file (atomically)."""
     if not path.is_file():
         return
-    from r1core.trainer.run_logger import atomic_write_text
-
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(kept))
 
 
-def start_distributed(cfg: Any) -> Topology:
+def start_distributed(cfg: RunConfig) -> Topology:
     """Under torchrun: check the layout and the batch split, create the process groups and
     return this rank's :class:`Topology`; in one process: ``Topology()`` and nothing else
-    (the policy makes its one-rank group itself, as before).
+    (the policy makes its one-rank group itself).
 
     Raises (before any work): ``LayoutError`` for a layout that does not fit the world, and
     ``ConfigError`` when ``trainer.prompts_per_step`` or ``sft.batch_size`` is not divisible
@@ -330,7 +350,7 @@ def start_distributed(cfg: Any) -> Topology:
     return Topology.from_parallel_state()
 
 
-def build_rollout(start_dir: Path, rollout_cfg: Any, topology: Topology) -> Any:
+def build_rollout(start_dir: Path, rollout_cfg: RolloutConfig, topology: Topology) -> Any:
     """This replica's vLLM engine (call on its leader only).
 
     Under torchrun the engine runs in its own process, started without torchrun's
@@ -347,7 +367,7 @@ def build_rollout(start_dir: Path, rollout_cfg: Any, topology: Topology) -> Any:
         return VLLMRollout(start_dir, config=rollout_cfg)
 
 
-def run(cfg: Any) -> int:
+def run(cfg: RunConfig) -> int:
     """``r1core train``: the whole pipeline for the run configuration ``cfg``."""
     from tqdm import tqdm
 

@@ -5,7 +5,9 @@ import torch
 
 pytest.importorskip("transformers")
 
-from r1core.trainer.bootstrap import R1_TAGS, TinyModelConfig, load_tokenizer, make_tiny_qwen2, train_tokenizer
+from r1core.data.tokenizers import load_tokenizer
+from r1core.rewards.extract import R1_TAGS
+from r1core.trainer.embedded import EmbeddedModelConfig, make_tiny_qwen2, train_tokenizer
 
 CORPUS = [
     "<think>12 + 7 = 19, 19 * 3 = 57</think><answer>57</answer>",
@@ -29,7 +31,7 @@ def test_tiny_model_loads_back_with_transformers(tmp_path):
     import transformers
 
     tokenizer = train_tokenizer(CORPUS, tmp_path / "tok", vocab_size=140)
-    out = make_tiny_qwen2(tmp_path / "model", tokenizer, TinyModelConfig(hidden_size=32, num_layers=1, intermediate_size=64))
+    out = make_tiny_qwen2(tmp_path / "model", tokenizer, EmbeddedModelConfig(hidden_size=32, num_layers=1, intermediate_size=64))
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == len(tokenizer)
     assert model.config.tie_word_embeddings

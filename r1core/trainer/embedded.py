@@ -1,4 +1,5 @@
-"""Build the tokenizer and the small random-initialised model of the embedded default run.
+"""The tokenizer and the small random-initialised model the embedded default run builds
+(the run's ``embedded`` section).
 
 No machine here reaches a model hub, so the embedded run makes its own: a tokenizer trained
 on the task's text with the ``tokenizers`` library (digits kept as single characters, the R1
@@ -8,22 +9,21 @@ tags as single special tokens) and a Qwen2-style model written with transformers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from r1core._extras import require
+from r1core.rewards.extract import R1_TAGS
 
-# The R1 format tags become single tokens, so "did the model close its think block" is one
-# decision rather than a spelling exercise.
-R1_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
 
 @dataclass
-class TinyModelConfig:
-    """Shape of the embedded run's model (Qwen2 architecture)."""
+class EmbeddedModelConfig:
+    """The embedded run's model (Qwen2 architecture): the settings :func:`make_tiny_qwen2`
+    writes into its ``config.json``, which is then read like any checkpoint's."""
 
     hidden_size: int = 128
     """Model width."""
@@ -43,6 +43,16 @@ class TinyModelConfig:
     """Seed of the random initialisation."""
 
 
+@dataclass
+class EmbeddedConfig:
+    """The tokenizer and model the embedded default run builds for itself."""
+
+    vocab_size: int = 96
+    """Target BPE vocabulary (special tokens and single digits included)."""
+    model: EmbeddedModelConfig = field(default_factory=EmbeddedModelConfig)
+    """Shape of the random-initialised Qwen2 model."""
+
+
 def train_tokenizer(corpus: Iterable[str], out_dir: str | Path, *, vocab_size: int = 256):
     """Train a small BPE tokenizer on ``corpus`` and save it (``tokenizer.json`` and the
     transformers files) to ``out_dir``. Returns the ``PreTrainedTokenizerFast``.
@@ -60,6 +70,8 @@ def train_tokenizer(corpus: Iterable[str], out_dir: str | Path, *, vocab_size: i
         [pre_tokenizers.Metaspace(prepend_scheme="never"), pre_tokenizers.Digits(individual_digits=True)]
     )
     tokenizer.decoder = decoders.Metaspace(prepend_scheme="never")
+    # The R1 format tags become single tokens, so "did the model close its think block" is
+    # one decision rather than a spelling exercise.
     special = [EOS_TOKEN, PAD_TOKEN, *R1_TAGS]
     # Every printable ASCII character is in the base alphabet, so text the corpus never
     # showed (a digit absent from the training problems) still encodes.
@@ -77,30 +89,10 @@ def train_tokenizer(corpus: Iterable[str], out_dir: str | Path, *, vocab_size: i
     return fast
 
 
-def load_tokenizer(path: str | Path):
-    """The tokenizer saved in ``path``.
-
-    A tokenizer saved from a bare ``tokenizers`` object (as :func:`train_tokenizer` does)
-    must be loaded as such: transformers' ``AutoTokenizer`` picks the tokenizer class of the
-    model type (``Qwen2Tokenizer`` for a Qwen2 config), which rebuilds its own
-    pre-tokenizer and encodes the same text differently. Everything else goes through
-    ``AutoTokenizer``.
-    """
-    import json
-
-    transformers = require("transformers", extra="policy", feature="loading a tokenizer")
-    config_path = Path(path) / "tokenizer_config.json"
-    if config_path.is_file():
-        tokenizer_class = json.loads(config_path.read_text()).get("tokenizer_class")
-        if tokenizer_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-            return transformers.PreTrainedTokenizerFast.from_pretrained(path)
-    return transformers.AutoTokenizer.from_pretrained(path)
-
-
-def make_tiny_qwen2(out_dir: str | Path, tokenizer, config: TinyModelConfig | None = None) -> Path:
+def make_tiny_qwen2(out_dir: str | Path, tokenizer, config: EmbeddedModelConfig | None = None) -> Path:
     """Write a random-initialised Qwen2 checkpoint (fp32 safetensors + config + tokenizer)
     sized for ``tokenizer``'s vocabulary to ``out_dir``; return ``out_dir``."""
-    config = config or TinyModelConfig()
+    config = config or EmbeddedModelConfig()
     transformers = require("transformers", extra="policy", feature="the embedded run's model")
     import torch
 

@@ -7,28 +7,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+from r1core.config.loader import ConfigError
+from r1core.config.run import RunConfig
+from r1core.data.benchmarks import BENCHMARKS, load_benchmark
+from r1core.data.loaders import load_problems
+from r1core.data.templates import get_template
+from r1core.data.tokenizers import load_tokenizer
+from r1core.eval.evaluate import evaluate
+from r1core.rewards.extract import extract_answer
+
 
 def load_eval_problems(name_or_path: str, split: str, limit: int) -> list[Any]:
     """A shared benchmark by name (``gsm8k``, ``math500``, ``aime24``, ``amc23``) or a
     jsonl/parquet file with ``problem`` and ``answer`` fields."""
-    from r1core.data.benchmarks import BENCHMARKS, load_benchmark
-    from r1core.data.loaders import load_problems
-
     problems = load_benchmark(name_or_path, split) if name_or_path in BENCHMARKS else load_problems(name_or_path)
     return problems[:limit] if limit > 0 else problems
 
 
-def run(cfg: Any) -> int:
-    from r1core.trainer.bootstrap import load_tokenizer
-    from r1core.data.templates import get_template
-    from r1core.eval.evaluate import evaluate
+def run(cfg: RunConfig) -> int:
+    """Sample ``policy.hf_dir`` on ``eval.benchmark`` and write ``<run dir>/eval.json``."""
     from r1core.rewards import RewardPool, RewardPoolConfig, get_reward
-    from r1core.rewards.extract import extract_answer
     from r1core.rollout import VLLMRollout
 
     section = cfg.eval
-    from r1core.config import ConfigError
-
     for key, value in (("policy.hf_dir", cfg.policy.hf_dir), ("eval.benchmark", section.benchmark)):
         if not value:
             raise ConfigError(f"r1core eval needs {key}: policy.hf_dir is the checkpoint, eval.benchmark "

@@ -22,7 +22,7 @@ def logprob_mismatch(
         mask: ``[batch, seq]`` bool or 0/1, 1 on response tokens.
 
     Returns:
-        ``{"logprob_diff_max", "logprob_diff_mean", "num_tokens"}`` as 0-dim tensors on
+        ``{"logprob_mismatch_max", "logprob_mismatch_mean", "num_tokens"}`` as 0-dim tensors on
         the inputs' device (no host sync). Both statistics are 0 when the mask is empty.
         The difference is taken in float32 at least.
     """
@@ -38,7 +38,7 @@ def logprob_mismatch(
     diff = torch.where(keep, diff, torch.zeros((), dtype=dtype, device=diff.device))
     num_tokens = keep.sum()
     return {
-        "logprob_diff_max": diff.amax() if diff.numel() else diff.new_zeros(()),
-        "logprob_diff_mean": diff.sum() / num_tokens.clamp(min=1).to(dtype),
+        "logprob_mismatch_max": diff.amax() if diff.numel() else diff.new_zeros(()),
+        "logprob_mismatch_mean": diff.sum() / num_tokens.clamp(min=1).to(dtype),
         "num_tokens": num_tokens,
     }
