@@ -73,7 +73,8 @@ def transformer_config(
         gated_linear_unit=True,
         activation_func=_activation(shape.activation),
         softmax_scale=shape.softmax_scale,
-        rotary_interleaved=shape.rope.interleaved,
+        # MLA takes DeepSeek's interleaved rope layout by itself (apply_rotary_pos_emb).
+        rotary_interleaved=shape.rope.interleaved and shape.latent_attention is None,
         hidden_dropout=0.0,
         attention_dropout=0.0,
         bias_activation_fusion=False,

@@ -422,6 +422,10 @@ def check_policy_supports(parallel: ParallelConfig, shape: ModelShape | None = N
     if parallel.virtual_pipeline not in (None, 0, 1):
         problems.append(f"the policy does not support virtual_pipeline={parallel.virtual_pipeline} "
                         "(the interleaved pipeline schedule)")
+    if shape is not None and shape.latent_attention is not None and not torch.cuda.is_available():
+        problems.append("multi-head latent attention (DeepSeek-V3) needs CUDA: Megatron-Core 0.16's "
+                        "MLASelfAttention builds its rotary table on torch.cuda.current_device() in its "
+                        "constructor, which no spec slot replaces")
     if parallel.sequence_parallel and not torch.cuda.is_available():
         problems.append("sequence_parallel needs CUDA: Megatron's sequence-parallel linear layers "
                         "allocate their communication buffers on the GPU")
