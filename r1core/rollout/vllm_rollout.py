@@ -78,6 +78,8 @@ class VLLMRollout:
             else self.config.enable_sleep_mode
         )
         self._asleep = False
+        #: Why the engine must not generate (an open or failed weight update), or None.
+        self._unusable: str | None = None
         self._staging: SharedMemoryBuffer | None = None
         self._transfer_ready = False
         self.eos_token_ids = _eos_token_ids(self.hf_dir)
@@ -161,6 +163,8 @@ class VLLMRollout:
         """
         from vllm import SamplingParams
 
+        if self._unusable is not None:
+            raise RuntimeError(self._unusable)
         if n <= 0 or max_tokens <= 0:
             raise ValueError(f"n and max_tokens must be positive, got n={n}, max_tokens={max_tokens}")
         if not prompts:
@@ -255,6 +259,10 @@ class VLLMRollout:
         if self.backend not in ("r1core_shm", "r1core_ipc"):
             raise ValueError(f"no trainer-side sender for backend {self.backend!r}")
         self._init_transfer()
+        self._unusable = (
+            f"a weight update to version {version!r} is in progress: the engine holds a mix of old "
+            "and new weights and refuses to generate until the update finishes"
+        )
         self.llm.collective_rpc("start_weight_update")
         return WeightUpdate(self, version)
 
@@ -265,18 +273,24 @@ class VLLMRollout:
         if problems:
             # The engine now mixes old and new weights: mark it so no sample passes as
             # coming from a clean version.
-            self._mark_incomplete(version)
-            raise RuntimeError("; ".join(sorted(set(problems))))
+            message = "; ".join(sorted(set(problems)))
+            self._mark_incomplete(version, message)
+            raise RuntimeError(message)
         self.llm.llm_engine.set_weight_version(version)
         if self._asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
         self.weight_version = version
         self._num_syncs += 1
+        self._unusable = None
 
-    def _mark_incomplete(self, version: str) -> None:
+    def _mark_incomplete(self, version: str, reason: str = "") -> None:
         self.weight_version = f"{version}-incomplete"
         self.llm.llm_engine.set_weight_version(self.weight_version)
+        self._unusable = (
+            f"the weight update to version {version!r} failed{': ' + reason if reason else ''}; the engine "
+            "holds a mix of old and new weights and refuses to generate until a complete sync succeeds"
+        )
 
     def set_bucket_bytes(self, bucket_bytes: int) -> None:
         """Change the bucket bound; the staging buffer is re-made at the next sync."""

@@ -179,19 +179,27 @@ class WeightUpdate:
         """
         try:
             self._sender.flush()
-        finally:
-            self._close()
+        except BaseException as error:
+            try:
+                self._close()
+            finally:
+                self.rollout._mark_incomplete(self.version, f"{type(error).__name__}: {error}")
+            raise
+        self._close()
         stats = SyncStats(self.version, self._sender.num_tensors, self._sender.num_bytes,
                           self._sender.num_buckets, time.perf_counter() - self._start,
                           self.staging_bytes)
         self.rollout._finished_update(self.version)
         return stats
 
-    def abort(self) -> None:
-        """Close the engine's update after a failure on the trainer side."""
+    def abort(self, reason: str = "the trainer stopped sending") -> None:
+        """Close the engine's update after a failure on the trainer side; the engine then
+        refuses to generate until a complete update succeeds."""
         if not self._closed:
-            self._close()
-            self.rollout._mark_incomplete(self.version)
+            try:
+                self._close()
+            finally:
+                self.rollout._mark_incomplete(self.version, reason)
 
     def _close(self) -> None:
         if self._closed:

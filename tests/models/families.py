@@ -34,7 +34,7 @@ def family_config(kind: str) -> Any:
     if base == "mistral":
         return transformers.MistralConfig(**common, sliding_window=5, head_dim=None)
     if base == "mixtral":
-        return transformers.MixtralConfig(**{**common, "intermediate_size": 48}, num_local_experts=4,
+        return transformers.MixtralConfig(**{**common, "intermediate_size": 64 if vllm else 48}, num_local_experts=4,
                                           num_experts_per_tok=2, sliding_window=None)
     if base == "qwen2_moe":
         return transformers.Qwen2MoeConfig(**common, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
