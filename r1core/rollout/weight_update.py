@@ -22,14 +22,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from r1core.rollout.bridge import BucketWriter, PieceFiller, SharedMemoryBuffer, dtype_name
-
-if TYPE_CHECKING:
-    from r1core.rollout.vllm_rollout import VLLMRollout
 
 
 @dataclass
@@ -130,7 +127,9 @@ class WeightUpdate:
     (the source failed: the engine is closed and tagged incomplete) exactly once.
     """
 
-    def __init__(self, rollout: VLLMRollout, version: str) -> None:
+    def __init__(self, rollout: Any, version: str) -> None:
+        """``rollout``: the ``VLLMRollout`` that opened the update (this module does not import
+        it: ``vllm_rollout`` imports this one)."""
         self.rollout = rollout
         self.version = version
         self._start = time.perf_counter()
