@@ -53,6 +53,9 @@ def family_config(kind: str) -> Any:
         return transformers.Gemma3TextConfig(
             **{**common, "num_hidden_layers": 3}, head_dim=32 if vllm else 16, sliding_window=4,
             layer_types=["sliding_attention", "full_attention", "sliding_attention"], query_pre_attn_scalar=24,
+            # Tied (Gemma's default) random weights make greedy decoding repeat the last token
+            # whatever the weights; the vLLM proof needs outputs that depend on them.
+            tie_word_embeddings=not vllm,
             rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 100000.0},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}})
     if base == "phi3":
