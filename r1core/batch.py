@@ -232,8 +232,12 @@ class MicroBatch:
         (``r1core.trainer.loss_scale``); the loss function multiplies its loss by it.
     advantages, rollout_logp, old_logp, ref_logp: float32 ``[B, W]``, or None when the
         step does not use them (SFT uses none; ``old_logp`` is None for an on-policy update).
-    routes: per sample, the MoE experts to replay in this forward (rollout routing replay),
-        in the format of :attr:`RolloutBatch.routes`; None routes freely.
+    routes: per sample (same order as ``input_ids``), the MoE experts the rollout engine chose
+        (rollout routing replay): an integer tensor ``[positions, num_moe_layers, top_k]`` of
+        global expert indices, row ``t`` for token ``t`` of prompt + response (the engine never
+        runs a sample's last token, so ``positions`` is its length minus one; ``-1`` entries and
+        missing rows route freely), as ``RolloutSample.routes`` gives it. ``Policy.train_step``
+        packs them like the sequences and replays them; None routes freely.
     """
 
     input_ids: list[torch.Tensor]

@@ -148,18 +148,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from r1core._extras import MissingExtraError
     from r1core.config import ConfigError
     from r1core.data.records import DataFormatError
+    from r1core.models.shape import UnsupportedModelError
     from r1core.parallel.layout import LayoutError
+    from r1core.trainer.checkpoint import CheckpointMismatchError
 
-    errors: list[type[BaseException]] = [
-        ConfigError, DataFormatError, LayoutError, MissingExtraError, FileExistsError, FileNotFoundError,
-    ]
-    # These live beside megatron-core imports; only add them when their module loads.
-    for module_name, class_name in (("r1core.models.config", "UnsupportedModelError"),
-                                    ("r1core.trainer.checkpoint", "CheckpointMismatchError")):
-        module = sys.modules.get(module_name)
-        if module is not None:
-            errors.append(getattr(module, class_name))
-    return tuple(errors)
+    return (ConfigError, DataFormatError, LayoutError, MissingExtraError, FileExistsError, FileNotFoundError,
+            UnsupportedModelError, CheckpointMismatchError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,8 @@ from r1core.parallel.layout import (
     resolve_layout,
 )
 from r1core.launch.memory import MemoryEstimate, MemoryInputs, estimate_memory
-from r1core.models.shape import ModelShape, from_hf_config, load_model_shape
+from r1core.models.hf_config import from_hf_config, load_model_shape
+from r1core.models.shape import ModelShape
 from r1core.launch.plan import ProcessGroupPlan, build_plan, rank_groups
 
 __all__ = [

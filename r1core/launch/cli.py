@@ -18,7 +18,7 @@ from pathlib import Path
 from r1core.launch.commands import SlurmSpec, render_sbatch, torchrun_command
 from r1core.parallel.layout import LayoutError, ParallelConfig, check_model_fits, resolve_layout
 from r1core.launch.memory import RECOMPUTE_MODES, MemoryInputs, estimate_memory
-from r1core.models.shape import load_model_shape
+from r1core.models.hf_config import load_model_shape
 from r1core.launch.plan import build_plan, layout_warnings
 
 EXIT_INVALID_LAYOUT = 2

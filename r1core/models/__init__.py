@@ -9,25 +9,26 @@ Public surface::
     for name, tensor in policy.iter_hf_weights(): ... # weight sync to the rollout engine
     policy.export_hf("out/")
 
-``ParallelConfig`` (from :mod:`r1core.parallel`) and the config parsing import without megatron-core; everything else needs
-the ``policy`` extra (``pip install 'r1core[policy]'``).
+``ParallelConfig`` (from :mod:`r1core.parallel`), the model-shape record and the config parsing
+(:mod:`r1core.models.shape`, :mod:`r1core.models.hf_config`) import without megatron-core;
+everything else needs the ``policy`` extra (``pip install 'r1core[policy]'``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from r1core.models.config import ModelSpec, UnsupportedModelError, model_spec_from_hf, supported_model_types
+from r1core.models.hf_config import from_hf_config, load_hf_config, parse_hf_config, supported_model_types
+from r1core.models.optim import OptimConfig
+from r1core.models.shape import ModelShape, UnsupportedModelError
 from r1core.parallel.layout import LayoutError, ParallelConfig
 
 if TYPE_CHECKING:
     from r1core.models.policy import Policy, build_policy
-    from r1core.models.train import OptimConfig
 
 _LAZY = {
     "Policy": "r1core.models.policy",
     "build_policy": "r1core.models.policy",
-    "OptimConfig": "r1core.models.train",
     "RoutingReplay": "r1core.models.routing_replay",
 }
 
@@ -44,7 +45,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ModelSpec",
+    "ModelShape",
     "OptimConfig",
     "ParallelConfig",
     "LayoutError",
@@ -52,6 +53,8 @@ __all__ = [
     "RoutingReplay",
     "UnsupportedModelError",
     "build_policy",
-    "model_spec_from_hf",
+    "from_hf_config",
+    "load_hf_config",
+    "parse_hf_config",
     "supported_model_types",
 ]

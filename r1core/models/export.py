@@ -1,32 +1,44 @@
-"""Write the policy as a Hugging Face checkpoint (config, safetensors shards, index).
+"""Write a model as a Hugging Face checkpoint (config, safetensors shards, index).
 
-Parameters stream out of :meth:`Policy.iter_hf_weights` one at a time; on each pipeline stage
-one rank (tensor rank 0, data rank 0) writes them into size-bounded shard files, so no rank
-ever holds more than one shard's worth of weights. The index lists every stage's tensors.
+Parameters stream in one at a time (``Policy.iter_hf_weights``); on each pipeline stage one
+rank (tensor rank 0, data rank 0) writes them into size-bounded shard files, so no rank ever
+holds more than one shard's worth of weights. The index lists every stage's tensors.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
 
 from megatron.core import parallel_state as ps
 
-if TYPE_CHECKING:
-    from r1core.models.policy import Policy
-
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
+#: Files that travel with an exported checkpoint.
+SIDE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
-def export(policy: "Policy", out_dir: Path, *, dtype: torch.dtype, max_shard_bytes: int) -> Path:
-    """See :meth:`Policy.export_hf`. Returns ``out_dir``."""
+
+def copy_side_files(src: Path, dst: Path) -> None:
+    """Copy the tokenizer and generation files of ``src`` into ``dst``."""
+    for name in SIDE_FILES:
+        if (src / name).is_file() and src.resolve() != dst.resolve():
+            shutil.copy2(src / name, dst / name)
+
+
+def export(weights: Iterable[tuple[str, torch.Tensor]], out_dir: Path, *, hf_config: dict[str, Any],
+           source_dir: Path, dtype: torch.dtype, max_shard_bytes: int,
+           keep_dtype: tuple[str, ...] = ()) -> Path:
+    """Write ``weights`` (``(hf_name, full tensor)``, collective as ``Policy.iter_hf_weights``)
+    under ``out_dir`` with ``hf_config`` and ``source_dir``'s side files. Tensors are cast to
+    ``dtype`` except those whose name ends with one of ``keep_dtype``. Returns ``out_dir``.
+    Collective: every rank calls it."""
     from safetensors.torch import save_file
-
-    from r1core.models.policy import copy_side_files
 
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"export dtype must be one of {list(_DTYPE_NAMES)}, got {dtype}")
@@ -45,10 +57,10 @@ def export(policy: "Policy", out_dir: Path, *, dtype: torch.dtype, max_shard_byt
             files += 1
         shard, shard_bytes = {}, 0
 
-    for name, tensor in policy.iter_hf_weights():
+    for name, tensor in weights:
         if not writer:
             continue
-        tensor = tensor.to("cpu", dtype).contiguous()
+        tensor = tensor.to("cpu", tensor.dtype if name.endswith(keep_dtype) else dtype).contiguous()
         if shard and shard_bytes + tensor.numel() * tensor.element_size() > max_shard_bytes:
             flush()
         shard[name] = tensor
@@ -69,11 +81,11 @@ def export(policy: "Policy", out_dir: Path, *, dtype: torch.dtype, max_shard_byt
         size = sum(part_bytes for _, part_bytes in parts)
         index = {"metadata": {"total_size": size}, "weight_map": dict(sorted(merged.items()))}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        config = dict(policy.hf_config)
+        config = dict(hf_config)
         config["dtype"] = _DTYPE_NAMES[dtype]
         config.pop("torch_dtype", None)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        copy_side_files(policy.source_dir, out_dir)
+        copy_side_files(source_dir, out_dir)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
     return out_dir

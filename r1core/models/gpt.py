@@ -4,7 +4,8 @@
 ``r1core.ops.fused_logprobs`` on the final hidden states: the vocabulary-parallel weight slice
 of each tensor-parallel rank is scored in chunks inside the op, so the ``[tokens, vocab]``
 logits never exist in memory. Everything before the output layer (embedding, decoder, final
-norm, pipeline hand-off) is Megatron's.
+norm, pipeline hand-off) is Megatron's, except the rotary table
+(:class:`~r1core.models.rotary.PolicyRotaryEmbedding`) and Gemma's embedding scale.
 """
 
 from __future__ import annotations
@@ -18,24 +19,11 @@ from r1core._extras import require
 
 require("megatron.core", extra="policy", feature="r1core.models")
 
-from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding  # noqa: E402
 from megatron.core.models.gpt.gpt_model import GPTModel  # noqa: E402
 
+from r1core.models.rotary import PolicyRotaryEmbedding  # noqa: E402
+from r1core.models.shape import Rope  # noqa: E402
 from r1core.ops import fused_logprobs  # noqa: E402
-
-
-class HostRotaryEmbedding(RotaryEmbedding):
-    """Megatron's rotary table computed on the device ``inv_freq`` lives on. The stock
-    ``get_emb`` moves ``inv_freq`` to ``torch.cuda.current_device()`` first, which fails
-    without CUDA; the table itself is the same."""
-
-    def get_emb(self, max_seq_len: int, offset: int = 0) -> torch.Tensor:
-        freqs = self.get_freqs_non_repeated(max_seq_len, offset)
-        if not self.rotary_interleaved:
-            emb = torch.cat((freqs, freqs), dim=-1)
-        else:
-            emb = torch.stack((freqs.view(-1, 1), freqs.view(-1, 1)), dim=-1).view(freqs.shape[0], -1)
-        return emb[:, None, None, :]
 
 
 class _GatherSequenceParallel(torch.autograd.Function):
@@ -70,28 +58,40 @@ def gather_sequence_parallel(local: torch.Tensor, group: dist.ProcessGroup) -> t
 class PolicyGPTModel(GPTModel):
     """``GPTModel`` with a log-prob head.
 
-    Extra constructor argument ``true_vocab_size``: rows of the (padded) output weight at or
-    beyond it are padding and are never scored.
+    Extra constructor arguments: ``true_vocab_size`` (rows of the padded output weight at or
+    beyond it are padding and are never scored), ``rope`` (the model's rotary settings) and
+    ``embedding_scale`` (input embeddings are multiplied by it; Gemma: sqrt(hidden)).
 
-    ``forward(..., labels=[b, s])`` on the last pipeline stage returns
-    ``(logp [b, s] fp32, entropy [b, s] fp32 or None)``; other stages return hidden states as
-    ``GPTModel`` does. ``labels[:, t]`` is the token whose probability is read at position t.
-    Set :attr:`head_options` (``temperature``, ``return_entropy``) before the forward.
+    ``forward(..., labels=[b, s], temperature=T, return_entropy=bool)`` on the last pipeline
+    stage returns ``(logp [b, s] fp32, entropy [b, s] fp32 or None)`` of
+    ``softmax(logits / T)``; other stages return hidden states as ``GPTModel`` does.
+    ``labels[:, t]`` is the token whose probability is read at position t.
     """
 
-    def __init__(self, *args: Any, true_vocab_size: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, true_vocab_size: int, rope: Rope | None = None,
+                 embedding_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.true_vocab_size = true_vocab_size
-        if not torch.cuda.is_available() and isinstance(getattr(self, "rotary_pos_emb", None), RotaryEmbedding):
-            self.rotary_pos_emb = HostRotaryEmbedding(
-                kv_channels=self.config.kv_channels,
-                rotary_percent=kwargs.get("rotary_percent", 1.0),
-                rotary_interleaved=self.config.rotary_interleaved,
-                rotary_base=kwargs.get("rotary_base", 10000),
-                use_cpu_initialization=True,
+        self.embedding_scale = embedding_scale
+        if rope is not None and getattr(self, "rotary_pos_emb", None) is not None:
+            self.rotary_pos_emb = PolicyRotaryEmbedding(
+                rope, self.config.kv_channels, rotary_interleaved=self.config.rotary_interleaved,
                 cp_group=self.pg_collection.cp,
             )
-        self.head_options: dict[str, Any] = {"temperature": 1.0, "return_entropy": False}
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: Any = None, *,
+                labels: torch.Tensor | None = None, temperature: float = 1.0, return_entropy: bool = False,
+                **kwargs: Any) -> Any:
+        if self.pre_process and self.embedding_scale != 1.0:
+            embedded = self.embedding(input_ids=input_ids, position_ids=position_ids)
+            # The scale is rounded to the activation dtype first, as Gemma's reference does.
+            kwargs["decoder_input"] = embedded * torch.tensor(self.embedding_scale, dtype=embedded.dtype)
+        hidden = super().forward(input_ids, position_ids, attention_mask, labels=labels, **kwargs)
+        if not self.post_process:
+            return hidden
+        if labels is None:
+            raise ValueError("PolicyGPTModel scores tokens only: pass labels=[b, s]")
+        return self.score(hidden, labels, temperature=temperature, return_entropy=return_entropy)
 
     def setup_embeddings_and_output_layer(self) -> None:
         """Megatron's set-up, minus its start-up copy of the tied embedding to the last pipeline
@@ -112,13 +112,18 @@ class PolicyGPTModel(GPTModel):
             return self.shared_embedding_or_output_weight()
         return self.output_layer.weight
 
-    def _postprocess(self, hidden_states, input_ids, position_ids, labels, *args, **kwargs):
-        if not self.post_process:
-            return hidden_states
-        if labels is None:
-            raise ValueError("PolicyGPTModel scores tokens only: pass labels=[b, s]")
+    def _postprocess(self, hidden_states, *args, **kwargs):
+        """The decoder's (final-normed) hidden states: :meth:`score` reads them."""
         if self.config.mtp_num_layers:
-            raise ValueError("multi-token prediction heads are not supported by the policy")
+            raise ValueError(
+                "multi-token prediction is dropped for RL: the policy trains the main model only "
+                "(DeepSeek-V3's MTP layers are ignored at import and absent from the export)"
+            )
+        return hidden_states
+
+    def score(self, hidden_states: torch.Tensor, labels: torch.Tensor, *, temperature: float,
+              return_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log-probs (and entropies) of ``labels [b, s]`` from ``hidden_states [s(/tp), b, h]``."""
         tp_group = self.pg_collection.tp
         tp_size = dist.get_world_size(tp_group) if tp_group is not None else 1
         if self.config.sequence_parallel and tp_size > 1:
@@ -140,8 +145,8 @@ class PolicyGPTModel(GPTModel):
             flat_hidden,
             weight,
             flat_labels,
-            temperature=self.head_options["temperature"],
-            return_entropy=self.head_options["return_entropy"],
+            temperature=temperature,
+            return_entropy=return_entropy,
             tp_group=tp_group if tp_size > 1 else None,
             vocab_start=vocab_start,
             validate=False,

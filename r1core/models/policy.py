@@ -8,7 +8,6 @@ loads the safetensors weights shard by shard. See :class:`Policy` for what it of
 from __future__ import annotations
 
 import contextlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -25,13 +24,22 @@ from megatron.core.packed_seq_params import PackedSeqParams  # noqa: E402
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset  # noqa: E402
 
 from r1core.models import export as hf_export  # noqa: E402
-from r1core.models.config import ModelSpec, load_hf_config, model_spec_from_hf, transformer_config  # noqa: E402
+from r1core.models.config import transformer_config  # noqa: E402
 from r1core.models.gpt import PolicyGPTModel  # noqa: E402
-from r1core.models.routing_replay import RoutingReplay  # noqa: E402
-from r1core.models.shape import ModelShape, from_hf_config  # noqa: E402
-from r1core.models.spec import decoder_block_spec, select_backend  # noqa: E402
-from r1core.models.train import OptimConfig, Trainer  # noqa: E402
-from r1core.models.weights import SafetensorsReader, ShardContext, check_coverage, gather_param, load_into  # noqa: E402
+from r1core.models.hf_config import load_hf_config, parse_hf_config  # noqa: E402
+from r1core.models.optim import OptimConfig  # noqa: E402
+from r1core.models.routing_replay import RoutingReplay, pack_sample_routes  # noqa: E402
+from r1core.models.shape import ModelShape  # noqa: E402
+from r1core.models.spec import decoder_block_spec, select_backend, transformer_engine_available  # noqa: E402
+from r1core.models.train import Trainer  # noqa: E402
+from r1core.models.weights import (  # noqa: E402
+    SafetensorsReader,
+    ShardContext,
+    check_coverage,
+    gather_param,
+    load_into,
+    named_weights,
+)
 from r1core.parallel.groups import init_distributed, world_size_and_rank  # noqa: E402
 from r1core.parallel.layout import LayoutError, ParallelConfig, check_model_fits, padded_vocab_size, resolve_layout  # noqa: E402
 
@@ -60,7 +68,7 @@ class Batch:
 class Policy:
     """A causal LM held as Megatron-Core modules on this rank.
 
-    Attributes: ``spec`` (:class:`ModelSpec`), ``parallel`` (:class:`ParallelConfig`),
+    Attributes: ``shape`` (:class:`ModelShape`), ``parallel`` (:class:`ParallelConfig`),
     ``model`` (this rank's :class:`PolicyGPTModel`), ``hf_config`` (the source config dict),
     ``routing`` (:class:`RoutingReplay` of the MoE layers; empty for dense models).
     """
@@ -68,7 +76,7 @@ class Policy:
     def __init__(
         self,
         model: PolicyGPTModel,
-        spec: ModelSpec,
+        shape: ModelShape,
         parallel: ParallelConfig,
         ctx: ShardContext,
         hf_config: dict[str, Any],
@@ -77,7 +85,7 @@ class Policy:
         optim: OptimConfig,
     ) -> None:
         self.model = model
-        self.spec = spec
+        self.shape = shape
         self.parallel = parallel
         self.ctx = ctx
         self.hf_config = hf_config
@@ -151,9 +159,9 @@ class Policy:
             ids = torch.as_tensor(ids)
             if ids.is_floating_point():
                 raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.spec.vocab_size):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.shape.vocab_size):
                 raise ValueError(
-                    f"token ids must lie in [0, {self.spec.vocab_size}), got "
+                    f"token ids must lie in [0, {self.shape.vocab_size}), got "
                     f"[{int(ids.min())}, {int(ids.max())}]"
                 )
 
@@ -174,10 +182,10 @@ class Policy:
     def forward(self, batch: Batch, *, temperature: float = 1.0, return_entropy: bool = False,
                 model: torch.nn.Module | None = None) -> Any:
         """One differentiable forward of this stage. Last stage: ``(logp, entropy)`` in model
-        layout (``[B, T]`` or ``[1, total]``); other stages: hidden states."""
+        layout (``[B, T]`` or ``[1, total]``) of ``softmax(logits / temperature)``; other stages:
+        hidden states."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.model.head_options = {"temperature": float(temperature), "return_entropy": return_entropy}
         module = model if model is not None else self.model
         return module(
             input_ids=batch.input_ids,
@@ -185,6 +193,8 @@ class Policy:
             attention_mask=None,
             labels=batch.labels,
             packed_seq_params=batch.packed,
+            temperature=float(temperature),
+            return_entropy=return_entropy,
         )
 
     @torch.no_grad()
@@ -195,20 +205,25 @@ class Policy:
         lengths: torch.Tensor | Sequence[int] | None = None,
         temperature: float = 1.0,
         return_entropy: bool = False,
+        routes: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``log p(x[t+1] | x[:t+1]) / temperature-scaled``, float32 ``[B, T-1]`` (and the
         entropy of that distribution, ``[B, T-1]``, with ``return_entropy``).
 
         ``input_ids``: ``LongTensor [B, T]``, or a list of 1-D tensors (packed without padding;
         the result is padded with 0 to the longest). ``lengths [B]``: valid prefix of each row
-        (packed the same way). Under pipeline parallelism the result is computed on the last
-        stage and broadcast to every rank of the pipeline group.
+        (packed the same way). ``routes``: per sample, the MoE experts to replay (rollout routing
+        replay; the format of ``RolloutSample.routes``). Under pipeline parallelism the result
+        is computed on the last stage and broadcast to every rank of the pipeline group.
         """
+        if routes is not None and isinstance(input_ids, torch.Tensor) and lengths is None:
+            lengths = [input_ids.shape[1]] * input_ids.shape[0]  # replay needs the packed layout
         was_training = self.model.training
         self.model.eval()
         try:
             batch = self.make_batch(input_ids, lengths)
-            out = self.trainer.forward_only(batch, temperature=temperature, return_entropy=return_entropy)
+            with self.replay_samples(routes, batch):
+                out = self.trainer.forward_only(batch, temperature=temperature, return_entropy=return_entropy)
         finally:
             self.model.train(was_training)
         logp, entropy = out
@@ -224,7 +239,7 @@ class Policy:
         """One optimiser step over ``micro_batches`` (gradient accumulation).
 
         Each :class:`~r1core.batch.MicroBatch`'s sequences are packed and run forward (replaying
-        its ``routes`` in the MoE layers when given); ``loss_fn(logp, entropy, micro_batch)``
+        its per-sample ``routes`` in the MoE layers when given, packed like the sequences); ``loss_fn(logp, entropy, micro_batch)``
         returns ``(loss, metrics)`` and the step minimises the mean of the micro-batch losses
         (the loss scales of :mod:`r1core.trainer.loss_scale` make that the loss of the whole
         batch). Returns ``loss``, ``grad_norm`` (before clipping), ``lr`` and the mean of each
@@ -255,8 +270,37 @@ class Policy:
         return self.routing.record()
 
     def replay_routing(self, routes: Sequence[Any]) -> contextlib.AbstractContextManager[None]:
-        """Force the experts given per MoE layer (``int64 [N, k]`` in router token order)."""
+        """Force the experts given per MoE layer of this stage (``int64 [N, k]`` in router token
+        order; ``-1`` rows route freely)."""
         return self.routing.replay(routes)
+
+    def moe_layer_indices(self) -> list[int]:
+        """For each MoE layer of this stage, its index among the model's MoE layers (the
+        second axis of per-sample routes)."""
+        pattern = self.shape.moe_layer_pattern
+        offset = self.ctx.layer_offset
+        return [sum(pattern[: offset + local]) for local in self.routing.layer_indices]
+
+    def replay_samples(self, routes: Sequence[torch.Tensor] | None,
+                       batch: Batch) -> contextlib.AbstractContextManager[None]:
+        """Replay per-sample ``routes`` (see ``RolloutSample.routes``: integer
+        ``[positions, num_moe_layers, top_k]`` each, ``-1`` for free positions) in the forward
+        of the packed ``batch``; a no-op for ``None`` or a dense model."""
+        if routes is None or not self.routing.num_layers:
+            return contextlib.nullcontext()
+        if batch.packed is None:
+            raise ValueError("routing replay needs packed sequences (a list input or lengths)")
+        lengths = batch.lengths.tolist()
+        total = batch.input_ids.shape[1]
+        if len(routes) != len(lengths):
+            raise ValueError(f"routing replay: {len(routes)} routes for {len(lengths)} sequences")
+        per_layer = pack_sample_routes(routes, lengths, self.moe_layer_indices(), top_k=self.shape.moe_top_k,
+                                       total_tokens=total)
+        if self.parallel.sequence_parallel and self.parallel.tensor > 1:
+            # Each tensor-parallel rank routes its own contiguous slice of the packed tokens.
+            rank = parallel_state.get_tensor_model_parallel_rank()
+            per_layer = [r.chunk(self.parallel.tensor)[rank] for r in per_layer]
+        return self.routing.replay([r.to(self.device) for r in per_layer])
 
     # ------------------------------------------------------------------ weights out
 
@@ -269,8 +313,8 @@ class Policy:
         Under pipeline parallelism each stage yields the parameters it holds (the tied
         embedding once, on the first stage). Tensors keep the model's dtype and device.
         """
-        tied = self.spec.tie_word_embeddings
-        for name, param in self.model.named_parameters():
+        tied = self.shape.tied_embeddings
+        for name, param in named_weights(self.model):
             if tied and name == "output_layer.weight":
                 continue  # the last stage's copy of the tied embedding
             yield from gather_param(name, param, self.ctx)
@@ -280,8 +324,9 @@ class Policy:
         """Write a Hugging Face checkpoint (``config.json``, safetensors shards and index) that
         transformers and vLLM load. ``dtype`` defaults to the source checkpoint's. Collective:
         call on every rank; one rank per pipeline stage writes its layers."""
-        return hf_export.export(self, Path(out_dir), dtype=dtype or self.source_dtype,
-                                max_shard_bytes=max_shard_bytes)
+        return hf_export.export(self.iter_hf_weights(), Path(out_dir), hf_config=self.hf_config,
+                                source_dir=self.source_dir, dtype=dtype or self.source_dtype,
+                                max_shard_bytes=max_shard_bytes, keep_dtype=("e_score_correction_bias",))
 
 
 def build_policy(
@@ -293,6 +338,7 @@ def build_policy(
     seed: int = 1234,
     use_transformer_engine: bool | None = None,
     recompute: bool = False,
+    grouped_gemm: bool | None = None,
     transformer_overrides: dict[str, Any] | None = None,
 ) -> Policy:
     """Build the policy from a Hugging Face checkpoint folder.
@@ -303,62 +349,83 @@ def build_policy(
     dtype: parameter dtype (``torch.bfloat16`` on GPU, ``torch.float32`` on CPU).
     optim: optimiser settings used by :meth:`Policy.train_step`.
     use_transformer_engine: None picks TE when it is installed and CUDA is present.
+    grouped_gemm: MoE experts as one grouped GEMM (Megatron's ``TEGroupedMLP`` or
+        ``GroupedMLP``, CUDA only); None: on where CUDA and one of them is available, else
+        Megatron's per-expert ``SequentialMLP`` (see ``r1core.models.config.grouped_gemm_default``).
     """
     parallel = parallel if parallel is not None else ParallelConfig()
     hf_dir = Path(hf_dir)
     hf_config = load_hf_config(hf_dir)
-    spec = model_spec_from_hf(hf_config)
-    shape = from_hf_config(hf_dir)
+    shape = parse_hf_config(hf_config, name=hf_dir.name)
     check_policy_supports(parallel, shape)
     world_size, _ = world_size_and_rank()
     check_model_fits(resolve_layout(parallel, world_size), shape)
     reader = SafetensorsReader(hf_dir)
     init_distributed(parallel, seed=seed)
 
-    config = transformer_config(spec, parallel, dtype=dtype, recompute=recompute,
+    config = transformer_config(shape, parallel, dtype=dtype, recompute=recompute, grouped_gemm=grouped_gemm,
                                 extra=transformer_overrides)
-    backend = select_backend(use_transformer_engine)
+    backend = select_backend(use_transformer_engine, zero_centered_norms=shape.zero_centered_norms)
     pre = parallel_state.is_pipeline_first_stage()
     post = parallel_state.is_pipeline_last_stage()
-    padded = padded_vocab_size(spec.vocab_size, parallel.tensor)
+    padded = padded_vocab_size(shape.vocab_size, parallel.tensor)
+    layer_ropes = None
+    if shape.local_rope is not None:
+        layer_ropes = [shape.local_rope if shape.is_window_layer(i) else None for i in range(shape.num_layers)]
     model = PolicyGPTModel(
         config=config,
-        transformer_layer_spec=decoder_block_spec(config, backend),
+        transformer_layer_spec=decoder_block_spec(config, backend, layer_ropes=layer_ropes,
+                                                  sandwich_norms=shape.sandwich_norms),
         vocab_size=padded,
-        true_vocab_size=spec.vocab_size,
-        max_sequence_length=spec.max_position_embeddings,
+        true_vocab_size=shape.vocab_size,
+        rope=shape.rope,
+        embedding_scale=shape.embedding_scale,
+        max_sequence_length=shape.max_position_embeddings,
         pre_process=pre,
         post_process=post,
-        share_embeddings_and_output_weights=spec.tie_word_embeddings,
+        share_embeddings_and_output_weights=shape.tied_embeddings,
         position_embedding_type="rope",
-        rotary_base=int(spec.rope_theta),
+        rotary_base=int(shape.rope.theta),
+        rotary_percent=shape.rope.fraction,
     )
     if torch.cuda.is_available():
         model = model.cuda()
-    ctx = shard_context(spec, padded, config)
+    ctx = shard_context(shape, padded, config)
     used = load_into(model, reader, ctx)
     if parallel.tensor * parallel.pipeline * parallel.expert == 1:
         # Single-shard layout: every checkpoint tensor must have been used (the tied lm_head
-        # some files carry is a copy of the embedding).
-        check_coverage(reader.keys(), used, ignore=lambda k: spec.tie_word_embeddings and k == "lm_head.weight")
-    return Policy(model, spec, parallel, ctx, hf_config, hf_dir, reader.dtype(), optim or OptimConfig())
+        # some files carry is a copy of the embedding; DeepSeek's multi-token-prediction layers,
+        # numbered from num_layers on, are dropped).
+        extra_layers = tuple(f"model.layers.{i}." for i in range(shape.num_layers, shape.num_layers + 8))
+        check_coverage(reader.keys(), used, ignore=lambda k: (shape.tied_embeddings and k == "lm_head.weight")
+                       or k.startswith(extra_layers))
+    return Policy(model, shape, parallel, ctx, hf_config, hf_dir, reader.dtype(), optim or OptimConfig())
 
 
 def check_policy_supports(parallel: ParallelConfig, shape: ModelShape | None = None) -> None:
     """Raise :class:`LayoutError` for the layouts Megatron-Core allows but this policy does not
     build: context parallelism, the interleaved pipeline schedule, sequence parallelism
-    without CUDA (its linear layers allocate their communication buffers on the GPU), and
-    fewer KV heads than tensor-parallel ranks (the weight loader shards KV heads, it does not
-    replicate them)."""
+    without CUDA (its linear layers allocate their communication buffers on the GPU), fewer KV
+    heads than tensor-parallel ranks (the weight loader shards KV heads, it does not replicate
+    them), and latent attention split over tensor-parallel ranks without Transformer Engine
+    (Megatron's local spec splits its down-projections, which must be replicated)."""
     problems = []
-    if shape is not None and shape.num_kv_heads % parallel.tensor:
+    if shape is not None and shape.latent_attention is None and shape.num_kv_heads % parallel.tensor:
         problems.append(f"num_kv_heads={shape.num_kv_heads} is not divisible by tensor={parallel.tensor} "
                         "(the policy shards KV heads over the tensor-parallel ranks)")
+    if shape is not None and shape.latent_attention is not None and parallel.tensor > 1 \
+            and not transformer_engine_available():
+        problems.append(f"multi-head latent attention with tensor={parallel.tensor} needs Transformer Engine "
+                        "(its replicated TELinear down-projections)")
     if parallel.context not in (0, 1):
         problems.append(f"the policy does not support context={parallel.context} (context parallelism)")
     if parallel.virtual_pipeline not in (None, 0, 1):
         problems.append(f"the policy does not support virtual_pipeline={parallel.virtual_pipeline} "
                         "(the interleaved pipeline schedule)")
+    if shape is not None and shape.latent_attention is not None and not torch.cuda.is_available():
+        problems.append("multi-head latent attention (DeepSeek-V3) needs CUDA: Megatron-Core 0.16's "
+                        "MLASelfAttention builds its rotary table on torch.cuda.current_device() in its "
+                        "constructor, which no spec slot replaces")
     if parallel.sequence_parallel and not torch.cuda.is_available():
         problems.append("sequence_parallel needs CUDA: Megatron's sequence-parallel linear layers "
                         "allocate their communication buffers on the GPU")
@@ -366,14 +433,14 @@ def check_policy_supports(parallel: ParallelConfig, shape: ModelShape | None = N
         raise LayoutError(problems)
 
 
-def shard_context(spec: ModelSpec, padded_vocab: int, config: Any) -> ShardContext:
+def shard_context(shape: ModelShape, padded_vocab: int, config: Any) -> ShardContext:
     """This rank's :class:`ShardContext` from Megatron's initialised groups."""
     ps = parallel_state
     tp_size = ps.get_tensor_model_parallel_world_size()
     ep_size = ps.get_expert_model_parallel_world_size()
     etp_size = ps.get_expert_tensor_parallel_world_size()
     return ShardContext(
-        spec=spec,
+        shape=shape,
         padded_vocab=padded_vocab,
         layer_offset=get_transformer_layer_offset(config),
         tp_rank=ps.get_tensor_model_parallel_rank(),
@@ -388,12 +455,4 @@ def shard_context(spec: ModelSpec, padded_vocab: int, config: Any) -> ShardConte
     )
 
 
-def copy_side_files(src: Path, dst: Path) -> None:
-    """Tokenizer and generation files travel with an exported checkpoint."""
-    for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja"):
-        if (src / name).is_file() and src.resolve() != dst.resolve():
-            shutil.copy2(src / name, dst / name)
-
-
-__all__ = ["Batch", "LossFn", "Policy", "build_policy", "check_policy_supports", "copy_side_files"]
+__all__ = ["Batch", "LossFn", "Policy", "build_policy", "check_policy_supports"]

@@ -10,7 +10,11 @@ computed (and differentiated) by the trainer's router.
 ``topk_routing_with_score_function``); :class:`RoutingReplay` drives all layers of a model.
 Indices are ``int64 [num_tokens, top_k]`` in the router's token order: Megatron's ``[s, b]``
 activations flattened sequence-major (``token = s * batch + b``), which for packed input
-(``batch = 1``) is the packed token order.
+(``batch = 1``) is the packed token order. A row of ``-1`` routes that token freely (the
+router's own top-k), e.g. positions the rollout engine never ran.
+
+Rollout routing replay (R3) gives routes per sample: :func:`pack_sample_routes` lays them out
+for one packed forward, in the order ``Policy.make_batch`` packs the sequences.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import torch
 class LayerRoutingReplay:
     """Record/replay state of one MoE router.
 
-    mode: ``None`` (route normally), ``"record"`` (route normally and keep the chosen indices,
-    one entry per forward call) or ``"replay"`` (use queued indices, one entry per forward call).
+    mode: ``None`` (route freely) or ``"replay"`` (use queued indices, one entry per forward
+    call). With ``recording`` the indices actually used are kept, one entry per forward call
+    (in replay mode too: what a test compares against the rollout's choices).
     """
 
     def __init__(self) -> None:
         self.mode: Optional[str] = None
+        self.recording = False
         self.recorded: list[torch.Tensor] = []
         self.targets: deque[torch.Tensor] = deque()
 
@@ -52,26 +58,65 @@ class LayerRoutingReplay:
                     f"routing replay: indices of shape {tuple(indices.shape)} do not fit "
                     f"{scores.shape[0]} tokens x top-{topk}"
                 )
-            return scores.gather(1, indices), indices
-        values, indices = default_compute_topk(scores, topk, num_groups=num_groups, group_topk=group_topk)
-        if self.mode == "record":
+            free = indices < 0
+            if bool(free.any()):  # host sync: only for batches with unrouted positions
+                _, own = default_compute_topk(scores, topk, num_groups=num_groups, group_topk=group_topk)
+                indices = torch.where(free, own, indices)
+            values = scores.gather(1, indices)
+        else:
+            values, indices = default_compute_topk(scores, topk, num_groups=num_groups, group_topk=group_topk)
+        if self.recording:
             self.recorded.append(indices.detach().clone())
         return values, indices
 
     def clear(self) -> None:
         self.mode = None
+        self.recording = False
         self.recorded = []
         self.targets = deque()
 
 
-def find_replays(model: torch.nn.Module) -> list[LayerRoutingReplay]:
-    """Replay objects of every MoE router in ``model``, in layer order."""
+def find_replays(model: torch.nn.Module) -> list[tuple[int, LayerRoutingReplay]]:
+    """``(layer index within this stage, replay)`` of every MoE router in ``model``, in order."""
     found = []
-    for module in model.modules():
+    for name, module in model.named_modules():
         replay = getattr(module, "router_replay", None)
         if isinstance(replay, LayerRoutingReplay):
-            found.append(replay)
+            parts = name.split(".")
+            layer = int(parts[parts.index("layers") + 1]) if "layers" in parts else len(found)
+            found.append((layer, replay))
     return found
+
+
+def pack_sample_routes(routes: Sequence[torch.Tensor], lengths: Sequence[int], moe_layers: Sequence[int], *,
+                       top_k: int, total_tokens: int) -> list[torch.Tensor]:
+    """Per-sample routes -> one ``int64 [total_tokens, top_k]`` tensor per MoE layer in
+    ``moe_layers``, in pack order.
+
+    ``routes[i]``: integer ``[positions_i, num_moe_layers, top_k]`` for sample ``i`` of
+    ``lengths[i]`` tokens (``positions_i <= lengths[i]``: a rollout engine never runs a sample's
+    last token); ``moe_layers`` selects columns of its second axis. Positions not given, and the
+    padding up to ``total_tokens``, are ``-1`` (routed freely).
+    """
+    if len(routes) != len(lengths):
+        raise ValueError(f"routing replay: {len(routes)} routes for {len(lengths)} sequences")
+    packed = torch.full((total_tokens, len(moe_layers), top_k), -1, dtype=torch.long)
+    start = 0
+    for index, (sample, length) in enumerate(zip(routes, lengths)):
+        sample = torch.as_tensor(sample)
+        if sample.dim() != 3 or sample.shape[2] != top_k or sample.shape[0] > length:
+            raise ValueError(
+                f"routing replay: routes of sample {index} have shape {tuple(sample.shape)}; expected "
+                f"[<= {length} positions, MoE layers, top_k={top_k}]"
+            )
+        if max(moe_layers, default=-1) >= sample.shape[1]:
+            raise ValueError(
+                f"routing replay: routes of sample {index} cover {sample.shape[1]} MoE layers, the model "
+                f"has more (layer {max(moe_layers)})"
+            )
+        packed[start : start + sample.shape[0]] = sample[:, list(moe_layers)].long()
+        start += length
+    return [packed[:, column] for column in range(len(moe_layers))]
 
 
 class RoutingReplay:
@@ -85,7 +130,10 @@ class RoutingReplay:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.layers = find_replays(model)
+        found = find_replays(model)
+        self.layer_indices = [index for index, _ in found]
+        """Index within this stage's layers of each MoE layer."""
+        self.layers = [replay for _, replay in found]
 
     @property
     def num_layers(self) -> int:
@@ -93,17 +141,17 @@ class RoutingReplay:
 
     @contextlib.contextmanager
     def record(self) -> Iterator[list[list[torch.Tensor]]]:
-        """Yield a list per MoE layer that fills with ``int64 [N, k]`` indices, one per forward."""
+        """Yield a list per MoE layer that fills with the ``int64 [N, k]`` indices used, one per
+        forward (replayed ones too, when nested inside :meth:`replay`)."""
         routes: list[list[torch.Tensor]] = [[] for _ in self.layers]
         for layer, store in zip(self.layers, routes):
-            layer.clear()
-            layer.mode = "record"
+            layer.recording = True
             layer.recorded = store
         try:
             yield routes
         finally:
             for layer in self.layers:
-                layer.mode = None
+                layer.recording = False
                 layer.recorded = []
 
     @contextlib.contextmanager
@@ -115,7 +163,6 @@ class RoutingReplay:
                 f"routing replay: got routes for {len(routes)} MoE layers, the model has {len(self.layers)}"
             )
         for layer, layer_routes in zip(self.layers, routes):
-            layer.clear()
             layer.mode = "replay"
             if isinstance(layer_routes, torch.Tensor):
                 layer_routes = [layer_routes]
@@ -124,4 +171,5 @@ class RoutingReplay:
             yield
         finally:
             for layer in self.layers:
-                layer.clear()
+                layer.mode = None
+                layer.targets = deque()

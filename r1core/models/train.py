@@ -10,12 +10,15 @@ Two engines behind one interface (:class:`Trainer`):
   summed between the first and last pipeline stage, a global gradient norm that counts
   tensor-parallel duplicates once, ``torch.optim.AdamW``, and a fill-drain pipeline schedule
   (all forwards, then all backwards) over point-to-point sends.
+
+``policy`` below is a :class:`r1core.models.policy.Policy` (its model, batching, forward and
+routing replay are used); this module does not import it, the policy imports this one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -23,21 +26,19 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
 from r1core.batch import MicroBatch
-from r1core.models.policy_config import OptimConfig
-
-if TYPE_CHECKING:
-    from r1core.models.policy import Batch, Policy
+from r1core.models.optim import OptimConfig
+from r1core.models.train_cuda import CudaEngine, cuda_train_step
 
 
 class Trainer:
-    """Runs forwards/backwards over the pipeline and steps the optimiser for a :class:`Policy`."""
+    """Runs forwards/backwards over the pipeline and steps the optimiser for a policy."""
 
-    def __init__(self, policy: "Policy", optim: OptimConfig) -> None:
+    def __init__(self, policy: Any, optim: OptimConfig) -> None:
         self.policy = policy
         self.optim_config = optim
         self.cuda = torch.cuda.is_available() and next(policy.model.parameters()).is_cuda
         self._optimizer: Any = None
-        self._ddp: Any = None
+        self._cuda_engine = CudaEngine(policy, optim) if self.cuda else None
 
     # ------------------------------------------------------------------ pipeline plumbing
 
@@ -49,13 +50,13 @@ class Trainer:
     def last_stage(self) -> bool:
         return ps.is_pipeline_last_stage()
 
-    def _activation_shape(self, batch: "Batch") -> tuple[int, int, int]:
+    def _activation_shape(self, batch: Any) -> tuple[int, int, int]:
         seq, micro = batch.input_ids.shape[1], batch.input_ids.shape[0]
         if self.policy.parallel.sequence_parallel:
             seq //= self.policy.parallel.tensor
-        return seq, micro, self.policy.spec.hidden_size
+        return seq, micro, self.policy.shape.hidden_size
 
-    def _recv_prev(self, batch: "Batch") -> torch.Tensor:
+    def _recv_prev(self, batch: Any) -> torch.Tensor:
         buf = torch.empty(self._activation_shape(batch), dtype=self._dtype(), device=self.policy.device)
         dist.recv(buf, src=ps.get_pipeline_model_parallel_prev_rank())
         return buf.requires_grad_()
@@ -63,7 +64,7 @@ class Trainer:
     def _dtype(self) -> torch.dtype:
         return next(self.policy.model.parameters()).dtype
 
-    def _stage_forward(self, batch: "Batch", model: torch.nn.Module, **head: Any) -> tuple[Any, Any]:
+    def _stage_forward(self, batch: Any, model: torch.nn.Module, **head: Any) -> tuple[Any, Any]:
         """Forward of this stage. Returns (input activation or None, output)."""
         received = None
         if not self.first_stage:
@@ -74,7 +75,7 @@ class Trainer:
             dist.send(out.detach().contiguous(), dst=ps.get_pipeline_model_parallel_next_rank())
         return received, out
 
-    def _broadcast_from_last(self, out: Any, batch: "Batch", return_entropy: bool) -> tuple[torch.Tensor, Any]:
+    def _broadcast_from_last(self, out: Any, batch: Any, return_entropy: bool) -> tuple[torch.Tensor, Any]:
         if ps.get_pipeline_model_parallel_world_size() == 1:
             return out
         shape = tuple(batch.labels.shape)
@@ -88,7 +89,7 @@ class Trainer:
             dist.broadcast(entropy, src=src, group=group)
         return logp, entropy
 
-    def forward_only(self, batch: "Batch", *, temperature: float, return_entropy: bool) -> tuple[torch.Tensor, Any]:
+    def forward_only(self, batch: Any, *, temperature: float, return_entropy: bool) -> tuple[torch.Tensor, Any]:
         """No-grad forward across the pipeline; every rank gets ``(logp, entropy)``."""
         head = dict(temperature=temperature, return_entropy=return_entropy)
         _, out = self._stage_forward(batch, self.policy.model, **head)
@@ -103,10 +104,8 @@ class Trainer:
                    temperature: float, return_entropy: bool) -> dict[str, torch.Tensor]:
         if not micro_batches:
             raise ValueError("train_step needs at least one micro-batch")
-        if self.cuda:
-            from r1core.models.train_cuda import cuda_train_step
-
-            return cuda_train_step(self, micro_batches, loss_fn, temperature=temperature,
+        if self._cuda_engine is not None:
+            return cuda_train_step(self._cuda_engine, micro_batches, loss_fn, temperature=temperature,
                                    return_entropy=return_entropy)
         policy = self.policy
         policy.model.train()
@@ -116,11 +115,7 @@ class Trainer:
         stash = []
         for mb in micro_batches:  # fill: every forward first (activations stay alive) ...
             batch = policy.make_batch(mb.input_ids)
-            routes = mb.routes
-            if routes is not None:
-                with policy.replay_routing(routes):
-                    received, out = self._stage_forward(batch, policy.model, **head)
-            else:
+            with policy.replay_samples(mb.routes, batch):
                 received, out = self._stage_forward(batch, policy.model, **head)
             stash.append((batch, received, out, mb))
         losses, metrics_sum = [], {}
@@ -156,10 +151,8 @@ class Trainer:
 
     def optimizer(self) -> Any:
         """The optimiser of this engine, created on first use (AdamW on CPU, Megatron's on CUDA)."""
-        if self.cuda:
-            from r1core.models.train_cuda import _setup
-
-            return _setup(self)[1]
+        if self._cuda_engine is not None:
+            return self._cuda_engine.optimizer()
         return self._cpu_optimizer()
 
     def _cpu_optimizer(self) -> torch.optim.Optimizer:
@@ -173,7 +166,7 @@ class Trainer:
     def _cpu_finalize_grads(self) -> None:
         """Average over data-parallel replicas; sum the tied embedding across stages."""
         model = self.policy.model
-        if self.policy.spec.tie_word_embeddings and ps.get_pipeline_model_parallel_world_size() > 1:
+        if self.policy.shape.tied_embeddings and ps.get_pipeline_model_parallel_world_size() > 1:
             if ps.is_rank_in_embedding_group():
                 weight = model.shared_embedding_or_output_weight()
                 grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)

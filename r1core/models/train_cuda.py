@@ -1,6 +1,7 @@
 """The CUDA training engine: Megatron's DDP, optimiser and pipeline schedules.
 
-Used by :class:`r1core.models.train.Trainer` when the model lives on a GPU. Megatron's
+Used by :class:`r1core.models.train.Trainer` when the model lives on a GPU; ``policy`` below is
+a :class:`r1core.models.policy.Policy` (only its model, batching and forward are used). Megatron's
 ``DistributedDataParallel`` keeps contiguous gradient buffers (reduced in fp32), the optimiser
 from ``get_megatron_optimizer`` holds fp32 main parameters for bf16 models (sharded over the
 data-parallel ranks with ``distributed_optimizer``) and clips by the global norm, and
@@ -10,8 +11,7 @@ data-parallel ranks with ``distributed_optimizer``) and clips by the global norm
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -20,16 +20,28 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from r1core.batch import MicroBatch
-
-if TYPE_CHECKING:
-    from r1core.models.train import Trainer
+from r1core.models.optim import OptimConfig
 
 
-def _setup(trainer: "Trainer") -> tuple[Any, Any]:
-    if trainer._ddp is not None:
-        return trainer._ddp, trainer._optimizer
-    policy, c = trainer.policy, trainer.optim_config
-    model = policy.model
+class CudaEngine:
+    """Megatron's DDP wrapper and optimiser of one policy, built on first use."""
+
+    def __init__(self, policy: Any, optim: OptimConfig) -> None:
+        self.policy = policy
+        self.optim_config = optim
+        self._ddp: Any = None
+        self._optimizer: Any = None
+
+    def setup(self) -> tuple[Any, Any]:
+        if self._ddp is None:
+            self._ddp, self._optimizer = _build(self.policy.model, self.optim_config)
+        return self._ddp, self._optimizer
+
+    def optimizer(self) -> Any:
+        return self.setup()[1]
+
+
+def _build(model: Any, c: OptimConfig) -> tuple[Any, Any]:
     config = model.config
     ddp = DistributedDataParallel(
         config=config,
@@ -62,15 +74,14 @@ def _setup(trainer: "Trainer") -> tuple[Any, Any]:
     config.finalize_model_grads_func = finalize_model_grads
     config.no_sync_func = ddp.no_sync
     config.grad_scale_func = optimizer.scale_loss
-    trainer._ddp, trainer._optimizer = ddp, optimizer
     return ddp, optimizer
 
 
-def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[MicroBatch], loss_fn: Callable, *,
+def cuda_train_step(engine: CudaEngine, micro_batches: Sequence[MicroBatch], loss_fn: Callable, *,
                     temperature: float, return_entropy: bool) -> dict[str, torch.Tensor]:
     """One optimiser step through Megatron's schedule (see :meth:`Policy.train_step`)."""
-    policy = trainer.policy
-    ddp, optimizer = _setup(trainer)
+    policy = engine.policy
+    ddp, optimizer = engine.setup()
     ddp.train()
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
@@ -79,9 +90,7 @@ def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[MicroBatch], los
 
     def forward_step(data_iterator, model):
         batch, mb = next(data_iterator)
-        routes = mb.routes
-        replay = policy.replay_routing(routes) if routes is not None else contextlib.nullcontext()
-        with replay:
+        with policy.replay_samples(mb.routes, batch):
             output = policy.forward(batch, model=model, **head)
 
         def loss_func(out):
@@ -106,7 +115,7 @@ def cuda_train_step(trainer: "Trainer", micro_batches: Sequence[MicroBatch], los
     _, grad_norm, _ = optimizer.step()
     result: dict[str, torch.Tensor] = {
         "grad_norm": torch.as_tensor(grad_norm if grad_norm is not None else float("nan")),
-        "lr": torch.tensor(trainer.optim_config.lr),
+        "lr": torch.tensor(engine.optim_config.lr),
     }
     if reduced:  # last pipeline stage
         for key in reduced[0]:

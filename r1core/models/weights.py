@@ -1,16 +1,18 @@
 """Hugging Face <-> Megatron-Core weight layouts, one parameter at a time.
 
 Each Megatron parameter of this rank maps to one or more Hugging Face tensors through a
-:class:`ParamMap`:
+:class:`ParamMap`, read from the family's table in :mod:`r1core.models.checkpoint_names`:
 
 * ``qkv``: Megatron's fused ``linear_qkv`` is grouped per query group -- for each key/value
   head g: the ``heads/groups`` query heads of g, then k_g, then v_g (weights and biases). Tensor
   parallelism splits whole groups, so the merged tensor is split contiguously along dim 0.
+  ``qkv_fused`` is the same from one ``[q; k; v]`` tensor (Phi-3).
 * ``glu``: ``linear_fc1`` is ``[gate; up]`` *per rank*: rank r holds
-  ``cat(gate_r, up_r)``, not a contiguous slice of ``cat(gate, up)``.
+  ``cat(gate_r, up_r)``, not a contiguous slice of ``cat(gate, up)``. ``glu_fused`` is the
+  same from one ``[gate; up]`` tensor.
 * ``column`` / ``row``: split along dim 0 / 1 (``vocab`` is ``column`` with the vocabulary
   padded with zero rows to the padded size; padded rows are never scored).
-* ``replicated``: norms, router.
+* ``replicated``: norms, router, expert bias, MLA down-projections.
 
 Experts live on the expert-parallel rank ``global_expert // num_local_experts`` and are split
 by the expert-tensor-parallel group. Layers are numbered globally (pipeline offset applied).
@@ -27,14 +29,15 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from r1core.models.config import ModelSpec
+from r1core.models.checkpoint_names import NameTable, table_for
+from r1core.models.shape import ModelShape
 
 
 @dataclass
 class ShardContext:
     """Where this rank sits. ``tp``/``etp``/``ep`` groups may be None (size 1)."""
 
-    spec: ModelSpec
+    shape: ModelShape
     padded_vocab: int
     layer_offset: int
     tp_rank: int = 0
@@ -49,7 +52,11 @@ class ShardContext:
 
     @property
     def num_local_experts(self) -> int:
-        return self.spec.num_experts // self.ep_size
+        return self.shape.num_experts // self.ep_size
+
+    @property
+    def names(self) -> NameTable:
+        return table_for(self.shape.model_type)
 
 
 @dataclass
@@ -58,84 +65,71 @@ class ParamMap:
 
     hf_names: the Hugging Face tensors, in the order the ``kind`` expects
         (qkv: q, k, v; glu: gate, up).
-    kind: ``replicated``, ``column``, ``row``, ``vocab``, ``qkv``, ``glu``.
+    kind: see the module docstring.
     expert: True if the parameter is an expert's (split by the expert-tensor group instead of
         the tensor group).
     expert_slot: local expert index (experts only): the HF names given are those of the
         expert this rank holds; :func:`hf_names_for_ep_rank` gives the other ranks'.
+    templates: the table's HF names with ``{e}`` (experts only).
     """
 
     hf_names: list[str]
     kind: str
     expert: bool = False
     expert_slot: int = -1
+    templates: tuple[str, ...] = ()
 
 
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
-_EXPERT = re.compile(r"^mlp\.experts\.local_experts\.(\d+)\.(linear_fc1|linear_fc2)\.weight$")
 
-# Megatron suffix (inside a layer) -> (HF suffixes, kind). TE's fused-norm names included.
-_LAYER_MAP: dict[str, tuple[tuple[str, ...], str]] = {
-    "input_layernorm.weight": (("input_layernorm.weight",), "replicated"),
-    "self_attention.linear_qkv.layer_norm_weight": (("input_layernorm.weight",), "replicated"),
-    "self_attention.linear_qkv.weight": (
-        ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), "qkv"),
-    "self_attention.linear_qkv.bias": (
-        ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), "qkv"),
-    "self_attention.q_layernorm.weight": (("self_attn.q_norm.weight",), "replicated"),
-    "self_attention.k_layernorm.weight": (("self_attn.k_norm.weight",), "replicated"),
-    "self_attention.linear_proj.weight": (("self_attn.o_proj.weight",), "row"),
-    "pre_mlp_layernorm.weight": (("post_attention_layernorm.weight",), "replicated"),
-    "mlp.linear_fc1.layer_norm_weight": (("post_attention_layernorm.weight",), "replicated"),
-    "mlp.linear_fc1.weight": (("mlp.gate_proj.weight", "mlp.up_proj.weight"), "glu"),
-    "mlp.linear_fc2.weight": (("mlp.down_proj.weight",), "row"),
-    "mlp.router.weight": (("mlp.gate.weight",), "replicated"),
-}
+
+def _match_layer_entry(rest: str, names: NameTable) -> tuple[tuple[str, ...], str, int | None]:
+    """The table entry of layer-local Megatron name ``rest``; the local expert slot or None."""
+    entry = names.layer.get(rest)
+    if entry is not None:
+        return entry[0], entry[1], None
+    for key, (hf, kind) in names.layer.items():
+        if "{e}" not in key:
+            continue
+        pattern = "^" + re.escape(key).replace(r"\{e\}", r"(\d+)") + "$"
+        found = re.match(pattern, rest)
+        if found:
+            return hf, kind, int(found.group(1))
+    raise KeyError(rest)
 
 
 def param_map(name: str, ctx: ShardContext) -> ParamMap:
-    """The :class:`ParamMap` of Megatron parameter ``name`` on this rank."""
+    """The :class:`ParamMap` of Megatron parameter (or persistent buffer) ``name`` on this rank."""
+    names = ctx.names
     if name == "embedding.word_embeddings.weight":
-        return ParamMap(["model.embed_tokens.weight"], "vocab")
+        return ParamMap([names.embedding], "vocab")
     if name == "output_layer.weight":
-        tied = ctx.spec.tie_word_embeddings
-        return ParamMap(["model.embed_tokens.weight" if tied else "lm_head.weight"], "vocab")
+        return ParamMap([names.embedding if ctx.shape.tied_embeddings else names.output], "vocab")
     if name == "decoder.final_layernorm.weight":
-        return ParamMap(["model.norm.weight"], "replicated")
+        return ParamMap([names.final_norm], "replicated")
     match = _LAYER.match(name)
     if match is None:
         raise KeyError(f"no Hugging Face mapping for Megatron parameter {name!r}")
     layer = int(match.group(1)) + ctx.layer_offset
-    rest = match.group(2)
-    prefix = f"model.layers.{layer}."
-    expert = _EXPERT.match(rest)
-    if expert is not None:
-        slot = int(expert.group(1))
-        return ParamMap(
-            _expert_names(prefix, ctx.ep_rank * ctx.num_local_experts + slot, expert.group(2)),
-            "glu" if expert.group(2) == "linear_fc1" else "row",
-            expert=True,
-            expert_slot=slot,
-        )
-    if rest not in _LAYER_MAP:
-        raise KeyError(f"no Hugging Face mapping for Megatron parameter {name!r}")
-    suffixes, kind = _LAYER_MAP[rest]
-    return ParamMap([prefix + s for s in suffixes], kind)
-
-
-def _expert_names(prefix: str, global_expert: int, which: str) -> list[str]:
-    base = f"{prefix}mlp.experts.{global_expert}."
-    if which == "linear_fc1":
-        return [base + "gate_proj.weight", base + "up_proj.weight"]
-    return [base + "down_proj.weight"]
+    prefix = names.layer_prefix.format(layer=layer)
+    try:
+        templates, kind, slot = _match_layer_entry(match.group(2), names)
+    except KeyError:
+        raise KeyError(
+            f"no Hugging Face mapping for Megatron parameter {name!r} in the "
+            f"{ctx.shape.model_type!r} table"
+        ) from None
+    if slot is None:
+        return ParamMap([prefix + t for t in templates], kind)
+    global_expert = ctx.ep_rank * ctx.num_local_experts + slot
+    return ParamMap([prefix + t.format(e=global_expert) for t in templates], kind, expert=True,
+                    expert_slot=slot, templates=tuple(prefix + t for t in templates))
 
 
 def hf_names_for_ep_rank(mapping: ParamMap, ctx: ShardContext, ep_rank: int) -> list[str]:
     """The HF names of ``mapping``'s expert slot on expert-parallel rank ``ep_rank``."""
     global_expert = ep_rank * ctx.num_local_experts + mapping.expert_slot
-    prefix = mapping.hf_names[0].split("mlp.experts.")[0]
-    which = "linear_fc1" if mapping.kind == "glu" else "linear_fc2"
-    return _expert_names(prefix, global_expert, which)
+    return [t.format(e=global_expert) for t in mapping.templates]
 
 
 # ----------------------------------------------------------------------------- HF -> Megatron
@@ -145,9 +139,9 @@ def _split_rank(mapping: ParamMap, ctx: ShardContext) -> tuple[int, int]:
     return (ctx.etp_rank, ctx.etp_size) if mapping.expert else (ctx.tp_rank, ctx.tp_size)
 
 
-def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: ModelShape) -> torch.Tensor:
     """HF q ``[heads*d, ...]``, k/v ``[groups*d, ...]`` -> Megatron ``[groups*(heads/groups+2)*d, ...]``."""
-    groups, d = spec.num_query_groups, spec.head_dim
+    groups, d = shape.num_kv_heads, shape.kv_channels
     tail = q.shape[1:]
     q = q.reshape(groups, -1, *tail)
     k = k.reshape(groups, d, *tail)
@@ -155,14 +149,21 @@ def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: ModelSpec
     return torch.cat([q, k, v], dim=1).reshape(-1, *tail)
 
 
-def split_qkv(fused: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor]:
+def split_qkv(fused: torch.Tensor, shape: ModelShape) -> list[torch.Tensor]:
     """Inverse of :func:`merge_qkv` (on the full, gathered tensor)."""
-    groups, d = spec.num_query_groups, spec.head_dim
-    per_group = spec.num_attention_heads // groups
+    groups, d = shape.num_kv_heads, shape.kv_channels
+    per_group = shape.num_attention_heads // groups
     tail = fused.shape[1:]
     grouped = fused.reshape(groups, (per_group + 2) * d, *tail)
     q, k, v = grouped.split([per_group * d, d, d], dim=1)
     return [x.reshape(-1, *tail).contiguous() for x in (q, k, v)]
+
+
+def _split_fused_qkv(fused: torch.Tensor, shape: ModelShape) -> list[torch.Tensor]:
+    """``[q; k; v]`` stacked along dim 0 (Phi-3's ``qkv_proj``) -> q, k, v."""
+    query = shape.num_attention_heads * shape.kv_channels
+    key_value = shape.num_kv_heads * shape.kv_channels
+    return list(fused.split([query, key_value, key_value], dim=0))
 
 
 def to_local(mapping: ParamMap, hf: list[torch.Tensor], ctx: ShardContext) -> torch.Tensor:
@@ -171,11 +172,15 @@ def to_local(mapping: ParamMap, hf: list[torch.Tensor], ctx: ShardContext) -> to
     kind = mapping.kind
     if kind == "replicated":
         return hf[0]
+    if kind == "glu_fused":
+        kind, hf = "glu", list(hf[0].chunk(2, dim=0))
+    if kind == "qkv_fused":
+        kind, hf = "qkv", _split_fused_qkv(hf[0], ctx.shape)
     if kind == "glu":
         gate, up = (t.chunk(size, dim=0)[rank] for t in hf)
         return torch.cat([gate, up], dim=0)
     if kind == "qkv":
-        return merge_qkv(*hf, spec=ctx.spec).chunk(size, dim=0)[rank]
+        return merge_qkv(*hf, shape=ctx.shape).chunk(size, dim=0)[rank]
     if kind == "vocab":
         full = hf[0]
         pad = ctx.padded_vocab - full.shape[0]
@@ -197,13 +202,15 @@ def from_gathered(mapping: ParamMap, shards: list[torch.Tensor], ctx: ShardConte
     kind = mapping.kind
     if kind == "replicated":
         return [shards[0]]
-    if kind == "glu":
+    if kind in ("glu", "glu_fused"):
         halves = [s.chunk(2, dim=0) for s in shards]
-        return [torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])]
-    if kind == "qkv":
-        return split_qkv(torch.cat(shards, dim=0), ctx.spec)
+        gate_up = [torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])]
+        return gate_up if kind == "glu" else [torch.cat(gate_up)]
+    if kind in ("qkv", "qkv_fused"):
+        q_k_v = split_qkv(torch.cat(shards, dim=0), ctx.shape)
+        return q_k_v if kind == "qkv" else [torch.cat(q_k_v)]
     if kind == "vocab":
-        return [torch.cat(shards, dim=0)[: ctx.spec.vocab_size]]
+        return [torch.cat(shards, dim=0)[: ctx.shape.vocab_size]]
     if kind == "column":
         return [torch.cat(shards, dim=0)]
     if kind == "row":
@@ -279,12 +286,24 @@ class SafetensorsReader:
         return self.get(first).dtype
 
 
+#: Buffers that are checkpoint tensors (DeepSeek-V3's routing correction bias).
+_CHECKPOINT_BUFFERS = ("mlp.router.expert_bias",)
+
+
+def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter of ``model`` and the buffers that are checkpoint tensors, in order."""
+    yield from model.named_parameters()
+    for name, buffer in model.named_buffers():
+        if buffer is not None and name.endswith(_CHECKPOINT_BUFFERS):
+            yield name, buffer
+
+
 def load_into(model: torch.nn.Module, reader: SafetensorsReader, ctx: ShardContext) -> set[str]:
     """Copy every parameter of ``model`` (this rank's shard) from the checkpoint. Returns the HF
     names that were read; raises if a parameter has no source or a shape does not fit."""
     used: set[str] = set()
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in named_weights(model):
             mapping = param_map(name, ctx)
             hf = [reader.get(n) for n in mapping.hf_names]
             used.update(mapping.hf_names)
@@ -299,12 +318,12 @@ def load_into(model: torch.nn.Module, reader: SafetensorsReader, ctx: ShardConte
     return used
 
 
-def mark_partitioned(param: torch.nn.Parameter, mapping: ParamMap) -> None:
+def mark_partitioned(param: torch.Tensor, mapping: ParamMap) -> None:
     """Set Megatron's ``tensor_model_parallel``/``partition_dim`` attributes. Megatron sets them
     only inside its weight initialisers, which are skipped (``perform_initialization=False``)
     because the checkpoint supplies the values; gradient-norm and optimiser code read them to
     count each shard once."""
-    if mapping.kind == "replicated":
+    if mapping.kind == "replicated" or not isinstance(param, torch.nn.Parameter):
         return
     param.tensor_model_parallel = True
     param.partition_dim = 1 if mapping.kind == "row" else 0

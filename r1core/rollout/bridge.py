@@ -64,7 +64,8 @@ class WeightSource(Protocol):
 class ModuleWeightSource:
     """``WeightSource`` over a Hugging Face ``nn.Module`` (tests, benchmarks, single-GPU).
 
-    Yields ``state_dict()`` items one by one. With ``skip_tied=True`` the duplicate
+    Yields the module's tensors under their checkpoint names (what ``save_pretrained`` writes
+    and vLLM loads, see :func:`checkpoint_tensors`). With ``skip_tied=True`` the duplicate
     ``lm_head.weight`` of a tied-embedding model is not sent (the engine ties it itself).
     """
 
@@ -75,31 +76,27 @@ class ModuleWeightSource:
         tied = self.skip_tied and bool(
             getattr(getattr(self.module, "config", None), "tie_word_embeddings", False)
         )
-        for name, tensor in self.module.state_dict().items():
+        for name, tensor in checkpoint_tensors(self.module).items():
             if tied and name == "lm_head.weight":
                 continue
-            yield from _checkpoint_names(name, tensor.detach())
+            yield name, tensor.detach()
 
 
-def _checkpoint_names(name: str, tensor: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-    """Undo transformers 5's in-memory fusion of MoE experts into checkpoint names.
+def checkpoint_tensors(module: torch.nn.Module,
+                       state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``state_dict`` (default: the module's) under checkpoint names.
 
-    transformers >= 5 keeps experts as ``mlp.experts.gate_up_proj`` ``[E, 2*I, H]`` and
-    ``mlp.experts.down_proj`` ``[E, H, I]``; checkpoints (what ``save_pretrained``
-    writes, what the policy's ``iter_hf_weights`` yields, what vLLM loads) name each
-    expert's ``gate_proj``/``up_proj``/``down_proj.weight``. Other names pass through.
+    transformers >= 5 converts some checkpoint tensors when it loads a model (MoE experts
+    fused into ``experts.gate_up_proj [E, 2I, H]``, Mixtral's ``block_sparse_moe`` renamed to
+    ``mlp``) and reverts that when it saves; this applies its own reversal, so the names are
+    the checkpoint's of every family. Older transformers keep checkpoint names in memory.
     """
-    prefix, _, leaf = name.rpartition(".")
-    if prefix.endswith(".experts") and leaf in ("gate_up_proj", "down_proj") and tensor.ndim == 3:
-        for expert in range(tensor.shape[0]):
-            if leaf == "gate_up_proj":
-                gate, up = tensor[expert].chunk(2, dim=0)
-                yield f"{prefix}.{expert}.gate_proj.weight", gate
-                yield f"{prefix}.{expert}.up_proj.weight", up
-            else:
-                yield f"{prefix}.{expert}.down_proj.weight", tensor[expert]
-        return
-    yield name, tensor
+    tensors = dict(module.state_dict() if state_dict is None else state_dict)
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return tensors
+    return revert_weight_conversion(module, tensors)
 
 
 @dataclass

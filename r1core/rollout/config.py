@@ -66,6 +66,12 @@ class RolloutConfig:
     enforce_eager: bool = True
     """Skip graph capture / torch.compile: start-up in seconds, and what tests need."""
 
+    routing_replay: bool | None = None
+    """Rollout routing replay (R3): return the experts the engine chose for every token of a
+    MoE model (``RolloutSample.routes``), for the trainer to replay. ``None``: on for MoE
+    models where vLLM can capture them (its Model Runner V2, which needs Triton with a GPU
+    backend), off elsewhere; ``True`` where vLLM cannot capture them is an error."""
+
     def __post_init__(self) -> None:
         if self.engine_mode not in ("in_process", "own_process"):
             raise ValueError(

@@ -35,6 +35,12 @@ class RolloutSample:
     """"stop" (EOS or a stop token) or "length" (``max_tokens`` reached)."""
     weight_version: str
     """Version tag of the weights that produced every token of this sample."""
+    routes: torch.Tensor | None = None
+    """Rollout routing replay: the experts the engine chose, integer
+    ``[len(prompt) + len(token_ids) - 1, num_moe_layers, top_k]`` (row ``t``: token ``t`` of
+    prompt + response; the last sampled token is never run), global expert indices, MoE layers
+    in model order. None for dense models or with ``RolloutConfig.routing_replay`` off. The
+    trainer passes it unchanged as ``MicroBatch.routes`` / ``Policy.logprobs(routes=...)``."""
 
 
 class VLLMRollout:
@@ -78,9 +84,13 @@ class VLLMRollout:
             else self.config.enable_sleep_mode
         )
         self._asleep = False
+        #: Why the engine must not generate (an open or failed weight update), or None.
+        self._unusable: str | None = None
         self._staging: SharedMemoryBuffer | None = None
         self._transfer_ready = False
         self.eos_token_ids = _eos_token_ids(self.hf_dir)
+        self.moe_layers = _moe_layers(self.hf_dir)
+        self.routing_replay = _routing_replay_enabled(self.config.routing_replay, bool(self.moe_layers))
         self.llm = self._build_engine()
         self.llm.llm_engine.set_weight_version(self.weight_version)
 
@@ -109,6 +119,8 @@ class VLLMRollout:
         )
         if config.kv_cache_memory_bytes is not None:
             engine_kwargs["kv_cache_memory_bytes"] = config.kv_cache_memory_bytes
+        if self.routing_replay:
+            engine_kwargs["enable_return_routed_experts"] = True
         if self._on_cuda:
             engine_kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             engine_kwargs["enable_sleep_mode"] = self.sleep_enabled
@@ -161,6 +173,8 @@ class VLLMRollout:
         """
         from vllm import SamplingParams
 
+        if self._unusable is not None:
+            raise RuntimeError(self._unusable)
         if n <= 0 or max_tokens <= 0:
             raise ValueError(f"n and max_tokens must be positive, got n={n}, max_tokens={max_tokens}")
         if not prompts:
@@ -210,7 +224,14 @@ class VLLMRollout:
             # would be off-policy in a way the loss cannot correct, so refuse it.
             raise RuntimeError(f"sample produced by several weight versions: {spans}")
         version = versions.pop() if versions else self.weight_version
-        return RolloutSample(token_ids, logprobs, completion.finish_reason or "length", version)
+        routes = None
+        if self.routing_replay:
+            captured = getattr(completion, "routed_experts", None)
+            if captured is None:
+                raise RuntimeError("routing replay is on but vLLM returned no routed experts for a sample")
+            # vLLM reports every decoder layer ([positions, layers, top_k]); keep the MoE ones.
+            routes = torch.from_numpy(captured[:, self.moe_layers].astype("int64"))
+        return RolloutSample(token_ids, logprobs, completion.finish_reason or "length", version, routes)
 
     # ------------------------------------------------------------------ weights
 
@@ -255,6 +276,10 @@ class VLLMRollout:
         if self.backend not in ("r1core_shm", "r1core_ipc"):
             raise ValueError(f"no trainer-side sender for backend {self.backend!r}")
         self._init_transfer()
+        self._unusable = (
+            f"a weight update to version {version!r} is in progress: the engine holds a mix of old "
+            "and new weights and refuses to generate until the update finishes"
+        )
         self.llm.collective_rpc("start_weight_update")
         return WeightUpdate(self, version)
 
@@ -265,18 +290,24 @@ class VLLMRollout:
         if problems:
             # The engine now mixes old and new weights: mark it so no sample passes as
             # coming from a clean version.
-            self._mark_incomplete(version)
-            raise RuntimeError("; ".join(sorted(set(problems))))
+            message = "; ".join(sorted(set(problems)))
+            self._mark_incomplete(version, message)
+            raise RuntimeError(message)
         self.llm.llm_engine.set_weight_version(version)
         if self._asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
         self.weight_version = version
         self._num_syncs += 1
+        self._unusable = None
 
-    def _mark_incomplete(self, version: str) -> None:
+    def _mark_incomplete(self, version: str, reason: str = "") -> None:
         self.weight_version = f"{version}-incomplete"
         self.llm.llm_engine.set_weight_version(self.weight_version)
+        self._unusable = (
+            f"the weight update to version {version!r} failed{': ' + reason if reason else ''}; the engine "
+            "holds a mix of old and new weights and refuses to generate until a complete sync succeeds"
+        )
 
     def set_bucket_bytes(self, bucket_bytes: int) -> None:
         """Change the bucket bound; the staging buffer is re-made at the next sync."""
@@ -342,6 +373,30 @@ class VLLMRollout:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _moe_layers(hf_dir: str) -> list[int]:
+    """Indices of the MoE layers of the checkpoint (empty for a dense model)."""
+    from r1core.models.hf_config import from_hf_config
+
+    pattern = from_hf_config(hf_dir).moe_layer_pattern
+    return [index for index, moe in enumerate(pattern) if moe]
+
+
+def _routing_replay_enabled(requested: bool | None, moe: bool) -> bool:
+    """Whether to ask vLLM for routed experts (see ``RolloutConfig.routing_replay``)."""
+    if not moe:
+        return False
+    from vllm.triton_utils import HAS_TRITON
+
+    if requested is None:
+        return bool(HAS_TRITON) and torch.cuda.is_available()
+    if requested and not (HAS_TRITON and torch.cuda.is_available()):
+        raise ValueError(
+            "routing_replay=True: vLLM returns routed experts only from its Model Runner V2, which "
+            "needs Triton with a GPU backend (not available here); set routing_replay=False"
+        )
+    return requested
 
 
 def _eos_token_ids(hf_dir: str) -> list[int]:

@@ -100,7 +100,7 @@ class _CheckedReload:
 
     def _begin_reload(self) -> None:
         # Names must be read before the reload moves the layers to the meta device.
-        self._expected_names = {name for name, _ in self.model.named_parameters()}
+        self._expected_names = expected_parameters(self.model)
         self._loaded_names: set[str] = set()
         initialize_layerwise_reload(self.model)
 
@@ -117,7 +117,13 @@ class _CheckedReload:
         """
         problems: list[str] = []
         partial = _partially_loaded_layers(self.model)
-        finalize_layerwise_reload(self.model, self.model_config)
+        try:
+            finalize_layerwise_reload(self.model, self.model_config)
+        except Exception as error:  # noqa: BLE001 - recorded; the trainer raises it
+            # vLLM cannot put back the old tensors of some half-loaded layers (e.g. CPU-packed
+            # MoE experts); the engine stays unusable until a complete update, and vLLM's
+            # worker must still leave the update (raising here would keep it open).
+            problems.append(f"vLLM could not finalise the partial reload: {type(error).__name__}: {error}")
         if partial:
             problems.append(
                 f"weight sync sent only some shards of {len(partial)} fused layer(s), e.g. "
@@ -130,9 +136,9 @@ class _CheckedReload:
                 f"trainer), e.g. {sorted(missing)[:8]}. Send every parameter, all shards of "
                 "fused ones (q/k/v together, gate/up together)."
             )
+        self.sync_problems = problems
         refresh_tied_lm_head(self.model)
         refresh_cpu_moe_prepack(self.model)
-        self.sync_problems = problems
 
     def _abort_update(self, error: BaseException) -> None:
         """Close the reload after ``update_weights`` failed.
@@ -147,6 +153,18 @@ class _CheckedReload:
         finally:
             self.sync_problems = [f"weight update failed in the engine: {error}",
                                   *self.sync_problems]
+
+
+#: Engine parameters vLLM derives from loaded ones after loading, never sent by a trainer:
+#: multi-head latent attention splits ``kv_b_proj`` into ``W_UK_T`` / ``W_UV`` (and packed or
+#: quantised forms of them). ``kv_b_proj`` itself is checked like any parameter.
+DERIVED_PARAMETERS = frozenset({"W_UK_T", "W_UV", "W_UK", "W_UV_O", "W_K", "W_V", "W_K_scale", "W_V_scale"})
+
+
+def expected_parameters(model: torch.nn.Module) -> set[str]:
+    """The engine parameters a complete weight update must load (derived ones excluded)."""
+    return {name for name, _ in model.named_parameters()
+            if name.rpartition(".")[2] not in DERIVED_PARAMETERS}
 
 
 def _partially_loaded_layers(model: torch.nn.Module) -> list[str]:
@@ -337,6 +355,16 @@ class SharedMemoryWeightTransferEngine(
                         self.detached_bytes += value.numel() * value.element_size()
 
     def finish_weight_update(self) -> None:
+        try:
+            self._finish_shared_memory_update()
+        except Exception as error:  # noqa: BLE001 - recorded; the trainer raises it
+            # Raising would leave vLLM's worker inside the update (it refuses every later one);
+            # the engine stays unusable until a complete update succeeds.
+            self.sync_problems = [*self.sync_problems,
+                                  f"the engine could not close the update: {type(error).__name__}: {error}"]
+            self._pieces = {}
+
+    def _finish_shared_memory_update(self) -> None:
         assert self._inplace is not None
         self._loaded_names.update(self._inplace.loaded_names)
         self.written_in_place = sorted(self._inplace.loaded_names)

@@ -22,14 +22,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from r1core.rollout.bridge import BucketWriter, PieceFiller, SharedMemoryBuffer, dtype_name
-
-if TYPE_CHECKING:
-    from r1core.rollout.vllm_rollout import VLLMRollout
 
 
 @dataclass
@@ -130,7 +127,9 @@ class WeightUpdate:
     (the source failed: the engine is closed and tagged incomplete) exactly once.
     """
 
-    def __init__(self, rollout: VLLMRollout, version: str) -> None:
+    def __init__(self, rollout: Any, version: str) -> None:
+        """``rollout``: the ``VLLMRollout`` that opened the update (this module does not import
+        it: ``vllm_rollout`` imports this one)."""
         self.rollout = rollout
         self.version = version
         self._start = time.perf_counter()
@@ -179,19 +178,27 @@ class WeightUpdate:
         """
         try:
             self._sender.flush()
-        finally:
-            self._close()
+        except BaseException as error:
+            try:
+                self._close()
+            finally:
+                self.rollout._mark_incomplete(self.version, f"{type(error).__name__}: {error}")
+            raise
+        self._close()
         stats = SyncStats(self.version, self._sender.num_tensors, self._sender.num_bytes,
                           self._sender.num_buckets, time.perf_counter() - self._start,
                           self.staging_bytes)
         self.rollout._finished_update(self.version)
         return stats
 
-    def abort(self) -> None:
-        """Close the engine's update after a failure on the trainer side."""
+    def abort(self, reason: str = "the trainer stopped sending") -> None:
+        """Close the engine's update after a failure on the trainer side; the engine then
+        refuses to generate until a complete update succeeds."""
         if not self._closed:
-            self._close()
-            self.rollout._mark_incomplete(self.version)
+            try:
+                self._close()
+            finally:
+                self.rollout._mark_incomplete(self.version, reason)
 
     def _close(self) -> None:
         if self._closed:

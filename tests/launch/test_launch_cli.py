@@ -33,7 +33,7 @@ def test_plan_refuses_a_model_that_does_not_split(capsys):
 
 
 def test_plan_reads_a_hugging_face_config(tmp_path, capsys):
-    config = {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
+    config = {"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
               "num_key_value_heads": 8, "intermediate_size": 1024, "vocab_size": 1000}
     (tmp_path / "config.json").write_text(json.dumps(config))
     status = main(["plan", "--gpus", "8", "--tp", "2", "--pp", "2", "--model", str(tmp_path)])

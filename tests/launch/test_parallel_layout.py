@@ -14,7 +14,8 @@ from r1core.parallel.layout import (
     padded_vocab_size,
     resolve_layout,
 )
-from r1core.models.shape import PRESETS, ModelShape, from_hf_config, load_model_shape
+from r1core.models.hf_config import from_hf_config, load_model_shape
+from r1core.models.shape import PRESETS, ModelShape
 
 
 def test_sixty_four_gpus_tp4_pp2_ep8_resolves():
@@ -148,11 +149,14 @@ def test_from_hf_config_dense_and_moe(tmp_path):
 
 
 def test_from_hf_config_errors(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
     with pytest.raises(ValueError, match="cannot find"):
         from_hf_config(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"kv_lora_rank": 512}))
-    with pytest.raises(ValueError, match="multi-head latent attention"):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(ValueError, match="model_type None is not supported; supported: deepseek_v3"):
+        from_hf_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma2", "hidden_size": 8}))
+    with pytest.raises(ValueError, match="soft-capping"):
         from_hf_config(tmp_path)
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         load_model_shape("nope")
@@ -170,6 +174,13 @@ def test_from_hf_config_errors(tmp_path):
                             "shared_expert_intermediate_size": 40, "mlp_only_layers": [0]}),
         ("Qwen3MoeConfig", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
                             "decoder_sparse_step": 2, "head_dim": 32}),
+        ("MistralConfig", {"sliding_window": 16}),
+        ("Phi3Config", {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
+        ("Gemma3TextConfig", {"head_dim": 16}),
+        ("DeepseekV3Config", {"n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 4,
+                              "n_group": 4, "topk_group": 2, "first_k_dense_replace": 1,
+                              "moe_intermediate_size": 24, "q_lora_rank": 32, "kv_lora_rank": 16,
+                              "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16}),
     ],
 )
 def test_parameter_count_matches_a_real_transformers_model(tmp_path, config_class, extra):

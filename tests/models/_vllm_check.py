@@ -16,7 +16,7 @@ def main() -> None:
 
     policy = build_policy(sys.argv[1])
     out = policy.export_hf(sys.argv[2])
-    ids = torch.randint(0, policy.spec.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, policy.shape.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
     want = policy.logprobs(ids)[0]
     from vllm import LLM, SamplingParams
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from r1core.models import UnsupportedModelError, model_spec_from_hf
-from r1core.models.config import load_hf_config
-from r1core.models.shape import from_hf_config
+from r1core.models import UnsupportedModelError, from_hf_config, parse_hf_config
 from r1core.parallel import LayoutError, ParallelConfig, check_model_fits, padded_vocab_size, resolve_layout
 
 
-def test_qwen2_and_qwen3_moe_specs(checkpoints):
-    dense = model_spec_from_hf(load_hf_config(checkpoints["qwen2"]))
-    assert (dense.qkv_bias, dense.qk_norm, dense.num_experts, dense.head_dim) == (True, False, 0, 16)
-    assert not dense.tie_word_embeddings
-    assert model_spec_from_hf(load_hf_config(checkpoints["qwen2_tied"])).tie_word_embeddings
-    moe = model_spec_from_hf(load_hf_config(checkpoints["qwen3_moe"]))
+def test_qwen2_and_qwen3_moe_shapes(checkpoints):
+    dense = from_hf_config(checkpoints["qwen2"])
+    assert (dense.qkv_bias, dense.qk_norm, dense.num_experts, dense.kv_channels) == (True, False, 0, 16)
+    assert not dense.tied_embeddings
+    assert from_hf_config(checkpoints["qwen2_tied"]).tied_embeddings
+    moe = from_hf_config(checkpoints["qwen3_moe"])
     assert (moe.qk_norm, moe.qkv_bias, moe.num_experts, moe.moe_top_k) == (True, False, 4, 2)
-    assert moe.moe_layer_pattern == [1, 1] and moe.moe_norm_top_k_prob
+    assert moe.moe_layer_pattern == [1, 1] and moe.router.normalize_top_k
 
 
 def test_sparse_step_and_dense_layers_pattern():
@@ -25,20 +23,20 @@ def test_sparse_step_and_dense_layers_pattern():
                num_attention_heads=2, num_key_value_heads=1, intermediate_size=16,
                moe_intermediate_size=4, num_experts=4, num_experts_per_tok=1,
                decoder_sparse_step=2, mlp_only_layers=[3], rope_theta=1e6)
-    spec = model_spec_from_hf(cfg)
-    assert spec.moe_layer_pattern == [0, 1, 0, 0]
-    assert spec.rope_theta == 1e6 and spec.num_experts == 4
+    shape = parse_hf_config(cfg)
+    assert shape.moe_layer_pattern == [0, 1, 0, 0] and shape.num_dense_layers == 3
+    assert shape.rope.theta == 1e6 and shape.num_experts == 4
 
 
 def test_unsupported_models_are_named():
     with pytest.raises(UnsupportedModelError, match="gpt2.*supported: .*qwen2"):
-        model_spec_from_hf({"model_type": "gpt2"})
+        parse_hf_config({"model_type": "gpt2"})
     base = dict(model_type="qwen2", vocab_size=10, hidden_size=8, num_hidden_layers=1,
                 num_attention_heads=2, intermediate_size=16)
-    with pytest.raises(UnsupportedModelError, match="hidden_act"):
-        model_spec_from_hf({**base, "hidden_act": "gelu"})
-    with pytest.raises(UnsupportedModelError, match="rope_type"):
-        model_spec_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}})
+    with pytest.raises(UnsupportedModelError, match="activation 'gelu'"):
+        parse_hf_config({**base, "hidden_act": "gelu"})
+    with pytest.raises(UnsupportedModelError, match="rope_type 'yarn'"):
+        parse_hf_config({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}})
 
 
 def test_padded_vocab():

@@ -158,33 +158,55 @@ def test_train_step_lowers_the_loss(checkpoints):
     assert float(last) < float(first)
 
 
+def per_sample_routes(recorded: list[list[torch.Tensor]], lengths: list[int], keep: int = 0) -> list[torch.Tensor]:
+    """Recorded packed routes (``[layer][forward] -> [total, k]``) -> per sample
+    ``[length - keep, layers, k]`` (the format of ``RolloutSample.routes``)."""
+    stacked = torch.stack([layer[0] for layer in recorded], dim=1)  # [total, layers, k]
+    out, start = [], 0
+    for n in lengths:
+        out.append(stacked[start : start + n - keep].clone())
+        start += n
+    return out
+
+
 def test_routing_replay(checkpoints):
     from r1core.models import build_policy
 
     policy = build_policy(checkpoints["qwen3_moe"])
-    assert policy.routing.num_layers == 2
-    ids = token_block(3, batch=2, seq=9)
-    with policy.record_routing() as routes:
-        base = policy.logprobs(ids)
-    assert [len(r) for r in routes] == [1, 1]
-    assert routes[0][0].shape == (2 * 9, 2)
-    with policy.replay_routing([r[0] for r in routes]):
-        replayed = policy.logprobs(ids)
+    assert policy.routing.num_layers == 2 and policy.moe_layer_indices() == [0, 1]
+    seqs = [token_block(3 + i, batch=1, seq=n)[0] for i, n in enumerate([9, 6])]
+    with policy.record_routing() as recorded:
+        base = policy.logprobs(seqs)
+    assert [len(r) for r in recorded] == [1, 1] and recorded[0][0].shape == (15, 2)
+    # Per-sample routes without each sample's last position (as a rollout engine returns them):
+    # those positions route freely, every other one replays, and the result is unchanged.
+    routes = per_sample_routes(recorded, [9, 6], keep=1)
+    assert routes[0].shape == (8, 2, 2)
+    with policy.record_routing() as used:
+        replayed = policy.logprobs(seqs, routes=routes)
     torch.testing.assert_close(replayed, base, atol=0, rtol=0)
-    # Forcing other experts changes the result: the replay really drives the routing.
-    flipped = [(r[0] + 1) % 4 for r in routes]
-    with policy.replay_routing(flipped):
-        forced = policy.logprobs(ids)
+    assert torch.equal(used[0][0], recorded[0][0]) and torch.equal(used[1][0], recorded[1][0])
+    # Forcing other experts changes the result: the replay really drives the routing, and the
+    # experts used are exactly the ones given.
+    flipped = [(r + 1) % 4 for r in routes]
+    with policy.record_routing() as used:
+        forced = policy.logprobs(seqs, routes=flipped)
     assert (forced - base).abs().max() > 1e-3
+    assert torch.equal(used[0][0][:8], flipped[0][:, 0]) and torch.equal(used[1][0][9:14], flipped[1][:, 1])
     # Replay in training: gradients flow to the router through the replayed experts' scores.
-    mask = torch.ones(2, 8)
-    mbs = [MicroBatch(list(ids), mask, advantages=mask * torch.tensor([[1.0], [-1.0]]), routes=[r[0] for r in routes])]
-    policy.train_step(mbs, loss_fn)
+    mask = torch.zeros(2, 8)
+    mask[0], mask[1, :5] = 1.0, 1.0
+    mbs = [MicroBatch(seqs, mask, advantages=mask * torch.tensor([[1.0], [-1.0]]), routes=flipped)]
+    with policy.record_routing() as used:
+        policy.train_step(mbs, loss_fn)
+    assert torch.equal(used[0][0][:8], flipped[0][:, 0])
     router = policy.model.decoder.layers[0].mlp.router.weight
     assert router.grad is not None and router.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="MoE layers"):
-        with policy.replay_routing(routes[:1]):
+        with policy.replay_routing([recorded[0][0]]):
             pass
+    with pytest.raises(ValueError, match="routes of sample 0 have shape"):
+        policy.logprobs(seqs, routes=[r[:, :, :1] for r in routes])
 
 
 def test_bad_inputs_are_named(policies):
@@ -195,7 +217,7 @@ def test_bad_inputs_are_named(policies):
         policy.logprobs(token_block(0), temperature=0.0)
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         policy.logprobs(torch.zeros(5, dtype=torch.long))
-    assert VOCAB == policy.spec.vocab_size
+    assert VOCAB == policy.shape.vocab_size
 
 
 def test_moe_train_step_gradients_match_transformers(checkpoints):

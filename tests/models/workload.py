@@ -66,7 +66,7 @@ def run(policy, out: dict[str, Any]) -> dict[str, Any]:
     out["metrics"] = {k: v.detach().clone() for k, v in metrics.items()}
     grads = {}
     for name, param in policy.model.named_parameters():
-        if policy.spec.tie_word_embeddings and name == "output_layer.weight":
+        if policy.shape.tied_embeddings and name == "output_layer.weight":
             continue
         for hf_name, full in gather_param(name, param.grad, policy.ctx):
             grads[hf_name] = full.clone()
