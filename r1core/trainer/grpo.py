@@ -301,7 +301,11 @@ class GRPOTrainer:
         step = self.config.micro_batch_size
         for start in range(0, len(batch), step):
             rows = list(range(start, min(start + step, len(batch))))
-            logp = model.logprobs(batch.sequences(rows), temperature=self.config.temperature)
+            # Rollout routing replay: a MoE policy routes each token to the experts the engine
+            # chose when it sampled, so old, reference and updated log-probs score the same
+            # experts (the update replays them through MicroBatch.routes).
+            replay = {} if batch.routes is None else {"routes": [batch.routes[r] for r in rows]}
+            logp = model.logprobs(batch.sequences(rows), temperature=self.config.temperature, **replay)
             out += to_response_aligned(logp, [batch.prompt_lengths[r] for r in rows],
                                        [len(batch.response_tokens[r]) for r in rows])
         return out

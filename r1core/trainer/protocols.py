@@ -21,8 +21,10 @@ class LossFunction(Protocol):
 class TrainablePolicy(Protocol):
     """A policy the trainers score and update (``r1core.models.Policy``)."""
 
-    def logprobs(self, input_ids: Sequence[torch.Tensor], *, temperature: float = 1.0) -> torch.Tensor:
-        """float32 ``[B, W]`` sequence-aligned log-probs (see :mod:`r1core.batch`)."""
+    def logprobs(self, input_ids: Sequence[torch.Tensor], *, temperature: float = 1.0,
+                 routes: Sequence[Any] | None = None) -> torch.Tensor:
+        """float32 ``[B, W]`` sequence-aligned log-probs (see :mod:`r1core.batch`); ``routes``:
+        per sample, the MoE experts to replay (``RolloutBatch.routes``)."""
         ...
 
     def train_step(self, micro_batches: Sequence[MicroBatch], loss_fn: LossFunction, *,
@@ -36,7 +38,8 @@ class TrainablePolicy(Protocol):
 
 
 class GeneratedSample(Protocol):
-    """One response of the engine (``r1core.rollout.RolloutSample``)."""
+    """One response of the engine (``r1core.rollout.RolloutSample``); a MoE engine may also
+    give ``routes``, the experts it chose for each token (rollout routing replay)."""
 
     token_ids: list[int]
     logprobs: list[float]
