@@ -76,3 +76,30 @@ def test_imports_point_down_the_layers(module):
         if LAYERS.index(target) > LAYERS.index(own):
             upward.append(f"{MODULES[module].relative_to(ROOT)}:{line} imports {name} ({target} is above {own})")
     assert not upward, "\n".join(upward)
+
+
+def _resolved_imports(module: str) -> set[str]:
+    """The r1core modules ``module`` imports (``from package import name`` counts as an import
+    of ``package.name`` when that is a module)."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES)
+    return {name for name in out if name in MODULES and name != module}
+
+
+def test_no_two_modules_import_each_other():
+    imports = {module: _resolved_imports(module) for module in MODULES}
+    pairs = sorted({tuple(sorted((a, b))) for a, targets in imports.items() for b in targets
+                    if a in imports.get(b, set()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
+    assert not pairs, pairs

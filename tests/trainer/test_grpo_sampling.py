@@ -23,6 +23,7 @@ class Sample:
     logprobs: list[float]
     finish_reason: str
     weight_version: str = "0"
+    routes: object = None
 
 
 class ScriptedRollout:
@@ -151,3 +152,53 @@ def test_micro_batches_put_response_tokens_at_their_logprob_columns():
         torch.testing.assert_close(micro.mask[row], expected)
         torch.testing.assert_close(micro.rollout_logp[row], -0.5 * expected)
     assert [s.tolist() for s in micro.input_ids][1] == [5, 6, 7, 5, 5]
+
+
+class RoutedRollout(ScriptedRollout):
+    """A MoE engine: each sample carries the experts it routed to (here a tag of its row)."""
+
+    def generate(self, prompts, **kwargs):
+        groups = super().generate(prompts, **kwargs)
+        for g, group in enumerate(groups):
+            for j, sample in enumerate(group):
+                sample.routes = torch.tensor([g, j])
+        return groups
+
+    def sync_weights(self, policy):
+        pass
+
+
+class RecordingPolicy:
+    """Log-probs of 0; records the routes every forward was asked to replay."""
+
+    def __init__(self):
+        self.logprob_routes, self.train_routes = [], []
+
+    def logprobs(self, input_ids, *, temperature=1.0, routes=None):
+        self.logprob_routes.append(routes)
+        width = max(len(ids) for ids in input_ids) - 1
+        return torch.zeros(len(input_ids), width)
+
+    def train_step(self, micro_batches, loss_fn, *, temperature=1.0, return_entropy=False):
+        for micro in micro_batches:
+            self.train_routes.append(micro.routes)
+            logp = torch.zeros_like(micro.mask).requires_grad_()
+            loss_fn(logp, None, micro)
+        return {"loss": torch.zeros(()), "grad_norm": torch.zeros(())}
+
+
+def test_rollout_routes_are_replayed_in_old_and_updated_logprobs():
+    """R3: the experts the engine chose travel with each sample into the old-log-prob forward
+    and the update, in the rows' order."""
+    policy = RecordingPolicy()
+    trainer = GRPOTrainer(GRPOConfig(prompts_per_step=2, samples_per_prompt=2, max_response_tokens=4, mini_batches=2),
+                          PLAIN, policy=policy, rollout=RoutedRollout(),
+                          prompts=Stream([Prompt([1], "1", 0), Prompt([2], "2", 1)]),
+                          decode=lambda ids: "x" * len(ids), score=score_by_length)
+    result = trainer.step()
+    expected = [torch.tensor([g, j]) for g in range(2) for j in range(2)]
+    (old,) = policy.logprob_routes  # mini_batches=2: the old log-probs are a forward of their own
+    assert all(torch.equal(a, b) for a, b in zip(old, expected)) and len(old) == 4
+    replayed = [r for micro in policy.train_routes for r in micro]
+    assert sorted(tuple(r.tolist()) for r in replayed) == sorted(tuple(r.tolist()) for r in expected)
+    assert result.batch.routes is not None
