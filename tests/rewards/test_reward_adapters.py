@@ -29,6 +29,7 @@ from r1core.rewards.adapters import completion_text
 
 pytest.importorskip("math_verify")
 
+pytestmark = pytest.mark.usefixtures("sandbox")
 POWER_TOWER = r"$\boxed{10^{10^{10^{10^{10}}}}}$"
 GOOD = "<think>1+1</think><answer>2</answer>"
 

@@ -23,6 +23,7 @@ from r1core.rewards import (
 from r1core.rewards.code import extract_program, outputs_match, parse_code_gold
 from r1core.rewards.sandbox import SandboxError, isolation_plan
 
+pytestmark = pytest.mark.usefixtures("sandbox")
 QUICK = SandboxConfig(wall_timeout_s=3.0, cpu_time_s=2, memory_limit_mb=256, max_output_bytes=4096)
 
 

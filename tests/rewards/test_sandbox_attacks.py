@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sandbox_attacks
 
+pytestmark = pytest.mark.usefixtures("sandbox")
 REPO = Path(__file__).resolve().parents[2]
 ISSUE_ATTACKS = {"read_shadow", "delete_checkpoint", "kill_caller_and_parent", "read_caller_environ",
                  "write_caller_memory", "fork_bomb_500", "double_fork_setsid", "write_host_tmp", "network_internet"}
