@@ -241,3 +241,33 @@ def test_code_execution_config_from_a_run_config_dict():
         get_reward("code_execution", sandbox={"wall_timeout": 3.0})
     with pytest.raises(ValueError, match="isolation"):
         SandboxConfig(isolation="chroot")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK),
+                    reason="needs root and a system interpreter user nobody can run")
+def test_root_caller_runs_the_sandbox_as_nobody_when_it_can():
+    # With an interpreter outside any private folder, bubblewrap itself runs as nobody: the
+    # program's host user is not root, so RLIMIT_NPROC binds even without a cgroup.
+    config = SandboxConfig(python_executable="/usr/bin/python3", cgroups="off", wall_timeout_s=10.0)
+    plan = isolation_plan(config)
+    assert plan.runner is not None and plan.describe()["host user"].startswith("nobody")
+    marker = f"r1core-code-test-{os.getpid()}-host-user"
+    source = (f"import subprocess, sys, time\nsubprocess.Popen({_sleeper(marker)})\ntime.sleep(1.5)\n"
+              "import os\ncount = 0\nfor _ in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+              "    if pid == 0:\n        time.sleep(5)\n        os._exit(0)\n    count += 1\nprint(count)")
+    result_holder = {}
+    import threading
+
+    thread = threading.Thread(target=lambda: result_holder.update(result=run_program(source, "", config)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pid,) = _marked(marker)
+    with open(f"/proc/{pid}/status") as handle:
+        uids = next(line for line in handle if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {str(plan.runner[0])}
+    thread.join(timeout=30)
+    result = result_holder["result"]
+    assert result.failure == "" and int(result.stdout) < config.max_processes
+    assert _gone(marker)
