@@ -4,9 +4,10 @@
 ``RLIMIT_AS`` bounds each process, not a tree of them; a cgroup's ``pids.max`` and memory limit
 bound the whole tree, whoever runs it (tmpfs pages written by the tree included). Each run gets
 a child group of the caller's own group (so the caller's own limits still hold above it), named
-``r1core-sandbox-<caller pid>-<n>``, in cgroup v2 (``pids``, ``memory`` controllers enabled for
-children) or in the v1 ``pids`` and ``memory`` hierarchies. Creating it needs write access to
-the caller's group: root, or a delegated subtree (systemd ``Delegate=yes``).
+``r1core-sandbox-<caller pid>-<n>``, in cgroup v2 (where the caller's group already enables the
+``pids`` and ``memory`` controllers for its children) or in the v1 ``pids`` and ``memory``
+hierarchies. Creating it needs write access to the caller's group: root, or a delegated
+subtree (systemd ``Delegate=yes``).
 
 Groups are removed after their run; groups of a caller that died mid-run (named by its pid)
 are removed by ``remove_stale_groups``.
@@ -86,18 +87,13 @@ def find_support() -> CgroupSupport | str:
                 enabled = set(handle.read().split())
         except OSError:
             available, enabled = set(), set()
+        # Controllers are not enabled here: that would change the limits of every sibling group
+        # (and is refused anyway in a non-root group holding processes).
         wanted = {"pids", "memory"}
-        if wanted <= available and not wanted <= enabled:
-            # Refused (EBUSY) when this group holds processes and is not the root group.
-            try:
-                with open(os.path.join(parent, "cgroup.subtree_control"), "w", encoding="utf-8") as handle:
-                    handle.write(" ".join(f"+{name}" for name in sorted(wanted - enabled)))
-                enabled |= wanted
-            except OSError:
-                pass
         if wanted <= enabled and _writable_parent(parent):
             return CgroupSupport(2, {"pids": parent, "memory": parent})
-        reasons.append(f"cgroup v2 group {parent} cannot have children with pids and memory limits")
+        reasons.append(f"cgroup v2 group {parent} does not enable pids and memory for its children "
+                       f"(controllers available: {sorted(available) or 'none'})")
     parents = {}
     for controller in ("pids", "memory"):
         point = next((p for p, kind, options in mounts if kind == "cgroup" and controller in options), None)

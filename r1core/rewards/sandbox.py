@@ -262,16 +262,20 @@ def _make_plan(config: SandboxConfig) -> IsolationPlan:
         ids = (entry.pw_uid, entry.pw_gid)
         # bwrap started as that user must be able to open every path it binds.
         check = 'for p; do test -r "$p" -a -x "$p" || { echo "$p"; exit 1; }; done'
-        completed = subprocess.run(_drop_to(ids) + ["/bin/sh", "-c", check, "sh", python, *read_only],
-                                   capture_output=True, text=True, timeout=60, check=False)
-        if completed.returncode == 0:
+        try:
+            completed = subprocess.run(_drop_to(ids) + ["/bin/sh", "-c", check, "sh", python, *read_only],
+                                       capture_output=True, text=True, timeout=60, check=False)
+            unreadable = completed.stdout.strip() or python if completed.returncode else ""
+        except (OSError, subprocess.SubprocessError) as error:  # no setpriv (util-linux)
+            unreadable = f"{python} (setpriv failed: {error})"
+        if not unreadable:
             runner = ids
             notes.append(("host user", f"{config.drop_root_to} (uid {ids[0]}): the caller is root, "
                                        "bubblewrap runs unprivileged"))
         else:
-            notes.append(("host user", f"root: user {config.drop_root_to!r} cannot read "
-                                       f"{completed.stdout.strip() or python}; the program has no "
-                                       "capabilities, but root-owned files it can see are its own"))
+            notes.append(("host user", f"root: user {config.drop_root_to!r} cannot read {unreadable}; "
+                                       "the program has no capabilities, but root-owned files it can "
+                                       "see are its own"))
     elif is_root:
         notes.append(("host user", "root (drop_root_to is None); the program has no capabilities"))
     else:
@@ -314,6 +318,7 @@ def _make_plan(config: SandboxConfig) -> IsolationPlan:
         except SeccompUnavailable as error:
             if config.seccomp == "required":
                 raise SandboxError(f"seccomp is required by the config: {error}") from error
+            logger.warning("code sandbox runs without its seccomp filter: %s", error)
             notes.append(("seccomp", f"not used: {error}"))
     else:
         notes.append(("seccomp", "off (config)"))

@@ -271,3 +271,21 @@ def test_root_caller_runs_the_sandbox_as_nobody_when_it_can():
     result = result_holder["result"]
     assert result.failure == "" and int(result.stdout) < config.max_processes
     assert _gone(marker)
+
+
+def test_seccomp_filter_is_in_force():
+    # Seccomp mode 2 (filter) inside the sandbox, and keyctl refused by the filter, while the
+    # same call succeeds in a sandbox run without it (the kernel alone allows it).
+    source = ("import ctypes, os\nstatus = open('/proc/self/status').read()\n"
+              "print([l.split()[1] for l in status.splitlines() if l.startswith('Seccomp:')][0])\n"
+              "libc = ctypes.CDLL(None, use_errno=True)\n"
+              "print(libc.syscall(250, 1, None), ctypes.get_errno())")  # keyctl(KEYCTL_JOIN_SESSION_KEYRING)
+    if os.uname().machine != "x86_64":
+        pytest.skip("system call numbers are x86-64's")
+    plan = isolation_plan(QUICK)
+    if plan.seccomp is None:
+        pytest.fail(f"no seccomp filter here: {plan.describe()['seccomp']}")
+    with_filter = run_program(source, "", QUICK).stdout.split()
+    without = run_program(source, "", SandboxConfig(wall_timeout_s=3.0, seccomp="off")).stdout.split()
+    assert with_filter == ["2", "-1", "1"]  # EPERM
+    assert without[0] == "0" and int(without[1]) >= 0
