@@ -624,20 +624,3 @@ def run_program(source: str, stdin: str = "", config: SandboxConfig = SandboxCon
     if plan.mode == "none":
         return _run_unisolated(plan, source, stdin, config)
     return _run_isolated(plan, source, stdin, config)
-
-
-def print_status(python_executable: str = "") -> None:
-    """Print what isolation the sandbox gets here and its cost per run; exit 1 if unavailable."""
-    config = SandboxConfig(python_executable=python_executable)
-    try:
-        plan = isolation_plan(config)
-    except SandboxError as error:
-        print(f"sandbox unavailable: {error}")
-        sys.exit(1)
-    status = {"python": plan.python, "read_only_paths": list(plan.read_only_paths), **plan.describe()}
-    for runs in (1, 10):
-        started = time.perf_counter()
-        for _ in range(runs):
-            run_program("pass", "", config)
-        status[f"seconds per run ({runs} runs)"] = f"{(time.perf_counter() - started) / runs:.3f}"
-    print(json.dumps(status, indent=1))
