@@ -7,9 +7,28 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv train test test-fast bench bench-gpu clean
+.PHONY: venv system-packages train test test-fast bench bench-gpu clean
 
-venv: $(VENV)/.installed
+# Machine packages the code sandbox needs (r1core/rewards/sandbox.py): bubblewrap for its
+# namespaces, libseccomp's Python binding for its seccomp filter. Installed only when missing
+# (as root, with apt-get); anyone else gets the command to ask for, and the sandbox refuses
+# to run programs until then.
+SYSTEM_PACKAGES_MISSING = $(shell command -v bwrap >/dev/null 2>&1 || echo bubblewrap) \
+	$(shell /usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || echo python3-seccomp)
+
+system-packages:
+ifneq ($(strip $(SYSTEM_PACKAGES_MISSING)),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(strip $(SYSTEM_PACKAGES_MISSING)) (code sandbox)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(strip $(SYSTEM_PACKAGES_MISSING)); \
+	else \
+		echo "NOTE: the code sandbox needs $(strip $(SYSTEM_PACKAGES_MISSING)), which this user cannot install;"; \
+		echo "      ask an administrator for: apt-get install $(strip $(SYSTEM_PACKAGES_MISSING))."; \
+		echo "      Until then code_execution refuses to run programs (its tests skip when not root)."; \
+	fi
+endif
+
+venv: system-packages $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)

@@ -7,10 +7,16 @@
    strings, broken braces, lone surrogates): each scored alone (latency and outcome), then all
    mixed into a batch of ordinary responses (throughput under attack). Checks: no exception
    reaches the caller, every score is a float, every case ends within its time bound.
+3. Cost of the code sandbox per program run (``print(1)``): a plain ``subprocess.run`` of the
+   same interpreter (the baseline), ``run_program`` unisolated, and ``run_program`` with
+   namespaces, with and without its cgroup and seccomp filter. Variants are interleaved run by
+   run, so load from other jobs spreads over all of them; wall time per run (minimum, median,
+   p90) is reported.
 
 The machine is shared; the load average before and after is recorded with the numbers.
 
     python perf/bench_rewards.py [--quick]      (or python -m perf.bench_rewards, perf/run_all.py)
+    python perf/bench_rewards.py --sandbox-only --sandbox-runs 100 --no-write
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from reward_agreement import REPO_ROOT, data_dir, environment_info, load_gsm8k, 
 
 def throughput(responses: list[str], golds: list[str], chunk_sizes: list[int]) -> list[dict]:
     """Responses per second in-process and through the pool (2 workers) per chunk size."""
-    from r1core.rewards import RewardPool, RewardPoolConfig, get_reward, math_accuracy
+    from r1core.rewards import RewardPool, RewardPoolConfig, get_reward, math_accuracy, scoring_in_process
 
     rows = []
-    math_accuracy(responses[:50], golds[:50])  # import and grammar set-up outside the timing
-    started = time.perf_counter()
-    math_accuracy(responses, golds)
-    elapsed = time.perf_counter() - started
+    with scoring_in_process():  # the baseline: no worker, no time bound
+        math_accuracy(responses[:50], golds[:50])  # import and grammar set-up outside the timing
+        started = time.perf_counter()
+        math_accuracy(responses, golds)
+        elapsed = time.perf_counter() - started
     rows.append({"reward": "math_accuracy", "mode": "in-process, 1 core", "chunk_size": None,
                  "seconds": elapsed, "responses_per_second": len(responses) / elapsed})
     for chunk_size in chunk_sizes:
@@ -105,6 +112,61 @@ def adversarial(sample_timeout_s: float, normal_responses: list[str], normal_gol
     }
 
 
+def sandbox_overhead(runs: int) -> dict:
+    """Milliseconds per ``print(1)`` program run under each isolation variant (interleaved)."""
+    import statistics
+    import subprocess
+
+    from r1core.rewards import SandboxConfig, isolation_plan, run_program
+
+    variants = {"namespaces (default)": SandboxConfig(), "namespaces, no cgroup": SandboxConfig(cgroups="off"),
+                "namespaces, no seccomp": SandboxConfig(seccomp="off"), "unisolated run_program": SandboxConfig(isolation="none")}
+    plans = {}
+    for name, config in list(variants.items()):
+        try:
+            plans[name] = isolation_plan(config).describe()
+        except Exception as error:  # e.g. cgroups="off" refused for a root-owned sandbox
+            plans[name] = {"refused": str(error)[:200]}
+            del variants[name]
+    python = isolation_plan(SandboxConfig(isolation="none")).python
+
+    def plain() -> None:
+        subprocess.run([python, "-I", "-c", "print(1)"], capture_output=True, check=True)
+
+    calls = {"plain subprocess.run": plain}
+    for name, config in variants.items():
+        calls[name] = lambda config=config: run_program("print(1)", "", config)
+    for call in calls.values():  # warm-up: probes, page cache
+        call()
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            wall[name].append(time.perf_counter() - started)
+    rows = []
+    for name, times in wall.items():
+        times = sorted(times)
+        rows.append({"variant": name, "runs": runs, "min_ms": 1000 * times[0],
+                     "median_ms": 1000 * statistics.median(times), "p90_ms": 1000 * times[int(0.9 * (len(times) - 1))]})
+    for row in rows:
+        row["overhead_min_ms"] = row["min_ms"] - rows[0]["min_ms"]
+        row["overhead_median_ms"] = row["median_ms"] - rows[0]["median_ms"]
+    return {"python": python, "rows": rows, "isolation": plans}
+
+
+def sandbox_markdown(sandbox: dict) -> list[str]:
+    lines = ["", f"## Code sandbox: cost per program run (`print(1)`, {sandbox['rows'][0]['runs']} runs each, "
+             f"interleaved; interpreter {sandbox['python']})", "",
+             "| variant | min ms | median ms | p90 ms | over plain (min / median), ms |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in sandbox["rows"]:
+        lines.append(f"| {row['variant']} | {row['min_ms']:.1f} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | "
+                     f"{row['overhead_min_ms']:+.1f} / {row['overhead_median_ms']:+.1f} |")
+    lines += ["", "Isolation per variant: " + json.dumps(sandbox["isolation"])]
+    return lines
+
+
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"# Reward throughput and adversarial answers ({env['date']}, {env['machine']})", "",
@@ -130,6 +192,8 @@ def markdown(report: dict) -> str:
               f"responses in {mixed['seconds']:.1f} s ({mixed['responses_per_second']:.0f} responses/s); "
               f"pool failures {mixed['pool_failures']} (ordinary responses failed: {mixed['normal_failures']}). "
               f"Scores right after the attack: {adv['pool_scores_after_attack']}."]
+    if "sandbox" in report:
+        lines += sandbox_markdown(report["sandbox"])
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-timeout", type=float, default=5.0)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "perf" / "results")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--sandbox-runs", type=int, default=50, help="program runs per sandbox variant")
+    parser.add_argument("--sandbox-only", action="store_true", help="only the code sandbox's cost per run")
     args = parser.parse_args(argv)
+    if args.sandbox_only:
+        load_before = os.getloadavg()[0]
+        sandbox = sandbox_overhead(args.sandbox_runs)
+        print(f"Load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
+        print("\n".join(sandbox_markdown(sandbox)))
+        return 0
     root = data_dir()
     samples = load_math_cot(root) + load_gsm8k(root)
     if args.quick:
@@ -150,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     report["throughput"] = throughput(responses, golds, [8] if args.quick else [1, 8, 32])
     mixed = subset(samples, 1000)
     report["adversarial"] = adversarial(args.sample_timeout, [s.response for s in mixed], [s.gold for s in mixed])
+    report["sandbox"] = sandbox_overhead(10 if args.quick else args.sandbox_runs)
     report["load_after"] = os.getloadavg()[0]
     text = markdown(report)
     print(text)

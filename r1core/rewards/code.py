@@ -13,8 +13,10 @@ The gold string of a code reward is a JSON object with either or both of:
 ``make_code_gold(stdio=..., asserts=...)`` writes this serialisation. The program is the last
 fenced code block (```python ... ``` or ``` ... ```) after ``</think>``, else the content of the
 last ``<answer>`` tag. Score: fraction of cases passed, or all-or-nothing. Every run is a
-separate sandboxed process (``r1core.rewards.sandbox``); run this reward through
-``RewardPool`` with ``sample_timeout_s`` above ``num_cases * wall_timeout_s``.
+separate sandboxed process (``r1core.rewards.sandbox``: namespaces, cgroups, seccomp; it
+refuses to run without them unless ``sandbox.isolation="none"``). A direct call allows each
+sample ``max_cases * (wall_timeout_s + 2)`` seconds in the default pool; in a ``RewardPool`` of
+your own, set ``sample_timeout_s`` above ``num_cases * wall_timeout_s``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,17 @@ class CodeExecutionConfig:
     all_or_nothing: bool = False
     max_cases: int = 64
     max_program_chars: int = 100_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sandbox, dict):  # from a YAML/JSON run config
+            object.__setattr__(self, "sandbox", SandboxConfig(**self.sandbox))
+        if not isinstance(self.sandbox, SandboxConfig):
+            raise TypeError(f"sandbox must be a SandboxConfig or a dict of its fields, got {self.sandbox!r}")
+
+
+def _time_budget(config: CodeExecutionConfig) -> float:
+    """Seconds one sample may take: every case at its wall limit, plus start-up per run."""
+    return config.max_cases * (config.sandbox.wall_timeout_s + 2.0) + 5.0
 
 
 def make_code_gold(stdio: list[tuple[str, str]] | None = None, asserts: list[str] | None = None) -> str:
@@ -138,7 +151,7 @@ def score_program(response: str, gold: str, config: CodeExecutionConfig) -> tupl
     return score, first_failure
 
 
-@register_reward("code_execution", config=CodeExecutionConfig)
+@register_reward("code_execution", config=CodeExecutionConfig, needs_gold=True, time_budget=_time_budget)
 def code_execution(
     responses: list[str], golds: list[str], config: CodeExecutionConfig = CodeExecutionConfig()
 ) -> list[float]:

@@ -13,9 +13,12 @@ math-verify's own timeouts are disabled here (``parsing_timeout=None``,
 ``timeout_seconds=None``) on purpose: they are built on ``signal.alarm``, which only works in
 the main thread (a trainer scoring from a helper thread gets a ValueError), has a one-second
 granularity, and cannot interrupt C-level work such as a huge integer power, which holds the
-interpreter until it returns. Bounded time is the job of ``r1core.rewards.pool.RewardPool``,
-which runs each sample in a worker process and kills the worker when a sample overruns.
-Called directly, this reward has no time bound.
+interpreter until it returns. Bounded time is the job of the worker processes of
+``r1core.rewards.pool.RewardPool``, which kill a worker whose sample overruns. Called directly,
+``math_accuracy`` sends its batch to the process's default pool (``r1core.rewards.registry``),
+so ``math_accuracy([r"$\\boxed{10^{10^{10^{10^{10}}}}}$"], ["1"])`` returns ``[0.0]`` once the
+sample timeout passes; only ``score_math_answer`` and code under ``scoring_in_process()`` run
+unbounded.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def score_math_answer(response: str, gold: str, config: MathAccuracyConfig) -> t
     return (1.0, "") if equal else (0.0, "wrong answer")
 
 
-@register_reward("math_accuracy", config=MathAccuracyConfig)
+@register_reward("math_accuracy", config=MathAccuracyConfig, needs_gold=True)
 def math_accuracy(
     responses: list[str], golds: list[str], config: MathAccuracyConfig = MathAccuracyConfig()
 ) -> list[float]:
@@ -168,4 +171,4 @@ def math_accuracy(
 
 def warmup() -> None:
     """Import math-verify and build its parsers (the first parse compiles the grammar)."""
-    math_accuracy(["\\boxed{\\frac{1}{2}}"], ["0.5"])
+    score_math_answer("\\boxed{\\frac{1}{2}}", "0.5", MathAccuracyConfig())

@@ -19,11 +19,23 @@ when ``max_pending_batches`` are waiting (bounded queueing), ``score`` is ``subm
 The thread keeps the pool alive: call ``close()`` or use ``with`` (at interpreter exit the
 workers die with the process).
 Workers ask the kernel to kill them when that thread exits (``PR_SET_PDEATHSIG``), so even a
-SIGKILLed caller leaves no orphans; ``close()`` (or the context manager) stops them cleanly.
+SIGKILLed caller leaves no worker behind; ``close()`` (or the context manager) stops them.
+
+Process trees: a worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so whatever a
+reward starts stays in the worker's tree even after a double fork and ``setsid``. Killing a
+worker (timeout, death, ``close()``) stops it, SIGKILLs every descendant until none is left,
+then its process group and itself, and removes the sandbox cgroups and folders it left mid-run.
+A worker that stops normally kills its own descendants first. One gap remains: when the caller
+itself is SIGKILLed, the kernel kills the workers, but processes a reward started (outside the
+code sandbox, whose programs die with their worker) are re-parented and keep running.
+
+``default_pool()`` is the process's shared pool behind direct calls of registered rewards
+(see ``r1core.rewards.registry``); ``set_default_pool_config`` changes its settings.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -38,10 +50,12 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from collections.abc import Sequence
 from typing import Any
 
 from r1core.rewards.registry import CompositeReward, RewardFn, _check_batch
-from r1core.rewards.sandbox import remove_sandbox_dirs
+from r1core.rewards.sandbox import remove_sandbox_leftovers
+from r1core.rewards.process_tree import kill_group, kill_process_tree
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +100,22 @@ class RewardPoolConfig:
 class PoolResult:
     """Scores of one batch: ``scores[i]`` for sample i, and ``reasons[i]`` (None if it ran
     normally, else why it scored 0: "timeout after 10.0 s", "worker died (SIGSEGV)", an
-    exception, ...)."""
+    exception, ...); ``errors[i]`` is the exception the reward raised on sample i, if any."""
 
     scores: list[float]
     reasons: list[str | None]
+    errors: list[BaseException | None] = field(default_factory=list)
 
     @property
     def num_failed(self) -> int:
         return sum(reason is not None for reason in self.reasons)
+
+    def raise_first_error(self) -> None:
+        """Re-raise the first exception a reward raised (direct calls behave like plain
+        functions: a bad config or gold raises; hangs and crashes only score 0)."""
+        for error in self.errors:
+            if error is not None:
+                raise error
 
 
 @dataclass
@@ -104,6 +126,11 @@ class CompositeResult:
     totals: list[float]
     components: dict[str, list[float]]
     reasons: dict[str, list[str | None]]
+    errors: list[BaseException | None] = field(default_factory=list)
+
+    def raise_first_error(self) -> None:
+        """Re-raise the first exception a component raised (see ``PoolResult``)."""
+        PoolResult([], [], self.errors).raise_first_error()
 
 
 @dataclass
@@ -161,9 +188,13 @@ class RewardPool:
 
     # ----------------------------------------------------------------- public API
     def submit(
-        self, rewards: list[RewardFn], units: list[tuple[int, str, str]]
+        self, rewards: list[RewardFn], units: list[tuple[int, str, str]],
+        sample_timeout_s: float | Sequence[float] | None = None,
     ) -> Future:
-        """Queue ``units`` (reward index, response, gold); the future gives (scores, reasons)."""
+        """Queue ``units`` (reward index, response, gold); the future gives a ``PoolResult``.
+
+        ``sample_timeout_s``: per-sample budget of this batch (one value, or one per reward);
+        default ``config.sample_timeout_s``."""
         if self._closed:
             raise RuntimeError("the reward pool is closed")
         for reward in rewards:
@@ -173,19 +204,28 @@ class RewardPool:
         except Exception as error:
             raise TypeError(f"rewards must be picklable (module-level functions or get_reward "
                             f"results): {error}") from error
+        if sample_timeout_s is None:
+            timeouts = [self.config.sample_timeout_s] * len(rewards)
+        elif isinstance(sample_timeout_s, (int, float)):
+            timeouts = [float(sample_timeout_s)] * len(rewards)
+        else:
+            timeouts = [float(value) for value in sample_timeout_s]
+        if len(timeouts) != len(rewards) or min(timeouts, default=1.0) <= 0:
+            raise ValueError(f"sample_timeout_s needs one positive value per reward, got {sample_timeout_s!r}")
         future: Future = Future()
-        self._jobs.put((blob, list(units), future))
+        self._jobs.put((blob, list(units), timeouts, future))
         return future
 
-    def score(self, reward: RewardFn, responses: list[str], golds: list[str]) -> PoolResult:
+    def score(self, reward: RewardFn, responses: list[str], golds: list[str],
+              sample_timeout_s: float | None = None) -> PoolResult:
         """Score one reward on a batch; blocks until every sample has a score."""
         _check_batch(responses, golds)
         units = [(0, response, gold) for response, gold in zip(responses, golds)]
-        scores, reasons = self.submit([reward], units).result()
-        return PoolResult(scores, reasons)
+        return self.submit([reward], units, sample_timeout_s).result()
 
     def score_composite(
-        self, composite: CompositeReward, responses: list[str], golds: list[str]
+        self, composite: CompositeReward, responses: list[str], golds: list[str],
+        sample_timeout_s: float | Sequence[float] | None = None,
     ) -> CompositeResult:
         """Score every component of ``composite``; each (component, sample) is isolated."""
         _check_batch(responses, golds)
@@ -195,13 +235,14 @@ class RewardPool:
             for index in range(len(rewards))
             for response, gold in zip(responses, golds)
         ]
-        scores, reasons = self.submit(rewards, units).result()
+        result = self.submit(rewards, units, sample_timeout_s).result()
+        scores, reasons = result.scores, result.reasons
         size = len(responses)
         components, component_reasons = {}, {}
         for index, component in enumerate(composite.components):
             components[component.name] = scores[index * size : (index + 1) * size]
             component_reasons[component.name] = reasons[index * size : (index + 1) * size]
-        return CompositeResult(composite.combine(components), components, component_reasons)
+        return CompositeResult(composite.combine(components), components, component_reasons, result.errors)
 
     def close(self) -> None:
         """Stop the dispatcher and every worker (idempotent)."""
@@ -243,17 +284,20 @@ class RewardPool:
         return _Worker(process, connection)
 
     def _stop_worker(self, worker: _Worker, graceful: bool) -> int | None:
+        pid = worker.process.pid
         try:
             if graceful:
                 try:
                     worker.connection.send(("stop",))
-                    return worker.process.wait(timeout=2.0)
+                    code = worker.process.wait(timeout=2.0)
+                    kill_group(pid)  # anything of the worker's group that outlived it
+                    return code
                 except (OSError, subprocess.TimeoutExpired):
                     pass
-            worker.process.kill()
+            kill_process_tree(pid)
             code = worker.process.wait(timeout=5.0)
-            # A worker killed inside a code sample never removed its sandbox directory.
-            remove_sandbox_dirs(worker.process.pid)
+            # A worker killed inside a code sample never removed its sandbox cgroups or folders.
+            remove_sandbox_leftovers(pid)
             return code
         finally:
             worker.connection.close()
@@ -271,11 +315,11 @@ class RewardPool:
                 job = self._jobs.get()
                 if job is None:
                     return
-                blob, units, future = job
+                blob, units, timeouts, future = job
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
-                    future.set_result(self._run(blob, units))
+                    future.set_result(self._run(blob, units, timeouts))
                 except BaseException as error:
                     # Workers still busy with the failed batch would answer it later; replace
                     # them so the next batch starts clean.
@@ -289,10 +333,11 @@ class RewardPool:
                 self._stop_worker(worker, graceful=True)
             self._workers = []
 
-    def _run(self, blob: bytes, units: list[tuple[int, str, str]]) -> tuple[list, list]:
+    def _run(self, blob: bytes, units: list[tuple[int, str, str]], timeouts: list[float]) -> PoolResult:
         config = self.config
         scores: list[float] = [0.0] * len(units)
         reasons: list[str | None] = [None] * len(units)
+        errors: list[BaseException | None] = [None] * len(units)
         remaining = len(units)
         pending = collections.deque(
             list(range(start, min(start + config.chunk_size, len(units))))
@@ -337,14 +382,20 @@ class RewardPool:
                 self._replace(worker)
                 raise RewardPoolError(f"reward worker cannot load the rewards: {message[2]}")
             elif kind == "result" and message[1] == task_id and worker.task is not None:
-                _, _, unit, score, reason = message
+                _, _, unit, score, reason, error = message
                 scores[unit], reasons[unit] = score, reason
+                if error is not None:
+                    try:
+                        errors[unit] = pickle.loads(error)
+                    except Exception:  # defined in a module this process cannot import
+                        errors[unit] = RewardPoolError(reason)
                 remaining -= 1
                 if reason is not None:
                     logger.warning("reward sample %d scored 0: %s", unit, reason)
                 worker.samples_done += 1
                 worker.position += 1
-                worker.deadline = time.monotonic() + config.sample_timeout_s
+                if worker.position < len(worker.task):
+                    worker.deadline = time.monotonic() + timeouts[units[worker.task[worker.position]][0]]
                 if worker.position == len(worker.task):
                     worker.task = None
                     limit = config.max_samples_per_worker
@@ -359,7 +410,7 @@ class RewardPool:
                     payload = [(u, units[u][0], units[u][1], units[u][2]) for u in chunk]
                     worker.connection.send(("task", task_id, blob, payload))
                     worker.task, worker.position = chunk, 0
-                    worker.deadline = time.monotonic() + config.sample_timeout_s
+                    worker.deadline = time.monotonic() + timeouts[units[chunk[0]][0]]
             deadlines = [w.deadline for w in self._workers if w.task is not None]
             deadlines += [w.started_at + config.startup_timeout_s for w in self._workers if not w.ready]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 1.0
@@ -375,11 +426,47 @@ class RewardPool:
                 if worker not in self._workers:
                     continue
                 if worker.task is not None and time.monotonic() > worker.deadline:
+                    timeout = timeouts[units[worker.task[worker.position]][0]]
                     self._replace(worker)
-                    fail_unit(worker, f"timeout after {config.sample_timeout_s:g} s")
+                    fail_unit(worker, f"timeout after {timeout:g} s")
                 elif not worker.ready and now > worker.started_at + config.startup_timeout_s:
                     self._replace(worker)
                     raise RewardPoolError(
                         f"a reward worker was not ready after {config.startup_timeout_s:g} s"
                     )
-        return scores, reasons
+        return PoolResult(scores, reasons, errors)
+
+
+# ----------------------------------------------------------------------------- default pool
+
+_default: dict[str, Any] = {"pool": None, "pid": None, "config": RewardPoolConfig()}
+_default_lock = threading.Lock()
+
+
+def default_pool() -> RewardPool:
+    """The process's shared pool behind direct reward calls (started on first use; a forked
+    child gets its own, since the parent's dispatcher thread does not exist there)."""
+    with _default_lock:
+        pool = _default["pool"]
+        if pool is None or _default["pid"] != os.getpid() or pool._closed:
+            pool = RewardPool(_default["config"])
+            _default["pool"], _default["pid"] = pool, os.getpid()
+        return pool
+
+
+def set_default_pool_config(config: RewardPoolConfig) -> None:
+    """Settings of the default pool (e.g. ``sample_timeout_s``); a running one is closed and
+    the next direct reward call starts a new one."""
+    with _default_lock:
+        pool, _default["pool"], _default["config"] = _default["pool"], None, config
+    if pool is not None and _default["pid"] == os.getpid():
+        pool.close()
+
+
+def _close_default_pool() -> None:
+    pool = _default["pool"]
+    if pool is not None and _default["pid"] == os.getpid():
+        pool.close()
+
+
+atexit.register(_close_default_pool)

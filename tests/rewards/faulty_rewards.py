@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import time
 
 
@@ -44,4 +46,26 @@ def slow_ok(responses: list[str], golds: list[str]) -> list[float]:
     """1.0 after sleeping float(gold) seconds (a legitimately slow reward)."""
     for gold in golds:
         time.sleep(float(gold))
+    return [1.0] * len(responses)
+
+
+_SLEEP = "import time; time.sleep(300)"
+
+
+def spawning(responses: list[str], golds: list[str]) -> list[float]:
+    """Starts a sleeping interpreter carrying the gold as a marker in its arguments, then: "hang" sleeps
+    forever; "daemon" leaves it behind as a double-forked, setsid daemon and returns 1.0;
+    "child" leaves it as a plain child and returns 1.0."""
+    for response, gold in zip(responses, golds):
+        if response == "daemon":
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    os.execv(sys.executable, [sys.executable, "-c", _SLEEP, gold])
+                os._exit(0)
+            os.wait()
+        else:
+            subprocess.Popen([sys.executable, "-c", _SLEEP, gold], start_new_session=response == "hang-setsid")
+        if response.startswith("hang"):
+            time.sleep(10**6)
     return [1.0] * len(responses)

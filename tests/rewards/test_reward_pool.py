@@ -114,7 +114,8 @@ def test_close_while_a_sample_hangs():
         os.kill(pid, 9)  # simulate the timeout firing early
     closer.join(timeout=30)
     assert not closer.is_alive()
-    assert hung.result(timeout=1) == ([0.0], ["worker died (SIGKILL)"])
+    result = hung.result(timeout=1)
+    assert (result.scores, result.reasons) == ([0.0], ["worker died (SIGKILL)"])
     assert not any(_alive(pid) for pid in pool.worker_pids() + pids)
 
 
@@ -161,7 +162,8 @@ def test_submit_is_bounded_and_ordered():
         third.join(timeout=0.3)
         assert third.is_alive()  # blocked: one batch running, one waiting
         third.join(timeout=60)
-        assert [future.result(timeout=60) for future in futures] == [([1.0], [None])] * 3
+        results = [future.result(timeout=60) for future in futures]
+        assert [(result.scores, result.reasons) for result in results] == [([1.0], [None])] * 3
 
 
 def test_killed_caller_leaves_no_orphan_workers(tmp_path):
@@ -221,3 +223,67 @@ def test_concurrent_callers_each_get_their_own_scores():
             thread.join(timeout=120)
     for index in range(3):
         assert outputs[index] == [1.0 if (i + index) % 3 else 0.0 for i in range(12)]
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read().split(b"\0") and _alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _wait_gone(marker: str, timeout_s: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.mark.parametrize("fault", ["hang", "hang-setsid"])
+def test_timeout_kills_what_the_reward_started(fault):
+    # A reward starts a child (in the worker's group, or in a session of its own) and hangs:
+    # the sample times out and the child dies with the worker.
+    marker = f"r1core-pool-test-{os.getpid()}-{fault}"
+    config = RewardPoolConfig(num_workers=1, sample_timeout_s=1.5, preload=())
+    with RewardPool(config) as pool:
+        result = pool.score(faulty_rewards.spawning, [fault], [marker])
+        assert result.reasons == ["timeout after 1.5 s"]
+        assert _wait_gone(marker) == []
+
+
+def test_close_kills_daemons_and_children_of_rewards():
+    marker = f"r1core-pool-test-{os.getpid()}-close"
+    pool = RewardPool(RewardPoolConfig(num_workers=2, preload=()))
+    result = pool.score(faulty_rewards.spawning, ["daemon", "child"], [marker, marker])
+    assert result.scores == [1.0, 1.0]
+    deadline = time.monotonic() + 10  # the daemon execs after the reward returned
+    while len(_marked_processes(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_marked_processes(marker)) == 2  # a setsid daemon and a plain child, both running
+    pool.close()
+    assert _wait_gone(marker) == []
+
+
+def test_per_batch_timeouts():
+    config = RewardPoolConfig(num_workers=1, sample_timeout_s=0.5, preload=())
+    with RewardPool(config) as pool:
+        assert pool.score(faulty_rewards.slow_ok, ["ok"], ["1.0"]).reasons == ["timeout after 0.5 s"]
+        assert pool.score(faulty_rewards.slow_ok, ["ok"], ["1.0"], sample_timeout_s=5.0).scores == [1.0]
+        with pytest.raises(ValueError, match="one positive value per reward"):
+            pool.submit([faulty_rewards.slow_ok], [(0, "ok", "0")], sample_timeout_s=[1.0, 2.0])
+
+
+def test_exceptions_travel_with_the_result():
+    with RewardPool(FAST) as pool:
+        result = pool.score(faulty_rewards.faulty, ["ok", "raise"], ["", ""])
+    assert result.scores == [1.0, 0.0]
+    assert result.errors[0] is None and isinstance(result.errors[1], ValueError)
+    with pytest.raises(ValueError, match="always raises"):
+        result.raise_first_error()
