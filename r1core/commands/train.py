@@ -225,8 +225,12 @@ class Pipeline:
         policy = self.build_policy(start_dir, cfg.policy.lr)
         ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
         reward_cfg = cfg.reward
-        composite = compose_rewards(reward_cfg.weights, configs={"r1_format": {"allow_missing_think_open": True}}
-                                    if "r1_format" in reward_cfg.weights else None)
+        configs = {name: dict(fields) for name, fields in reward_cfg.configs.items()}
+        if "r1_format" in reward_cfg.weights:
+            # The compact template's prompt ends with <think>; the response starts after it.
+            configs.setdefault("r1_format", {"allow_missing_think_open": True})
+        composite = compose_rewards(reward_cfg.weights, configs=configs)
+        timeouts = [c.reward.time_budget(reward_cfg.sample_timeout_s) for c in composite.components]
         self.accuracy_reward = get_reward("math_accuracy")
         # Rewards are scored where the samples are: on the leaders.
         self.pool = None
@@ -234,7 +238,7 @@ class Pipeline:
             self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers, sample_timeout_s=reward_cfg.sample_timeout_s))
 
         def score(responses: list[str], golds: list[str]):
-            result = self.pool.score_composite(composite, responses, golds)
+            result = self.pool.score_composite(composite, responses, golds, sample_timeout_s=timeouts)
             failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
             return result.totals, result.components, failed
 

@@ -205,13 +205,15 @@ class BoundReward:
 
         return default_pool().score(self, responses, golds, sample_timeout_s=self.time_budget())
 
-    def time_budget(self) -> float:
-        """Per-sample seconds of a direct call: the default pool's timeout, or more if the
-        reward declares it needs more under this config."""
-        from r1core.rewards.pool import default_pool
+    def time_budget(self, base_s: float | None = None) -> float:
+        """Per-sample seconds this reward gets: ``base_s`` (default: the shared pool's timeout),
+        or more if the reward declares it needs more under this config."""
+        if base_s is None:
+            from r1core.rewards.pool import default_pool
 
+            base_s = default_pool().config.sample_timeout_s
         spec = self.spec
-        timeout = default_pool().config.sample_timeout_s
+        timeout = base_s
         if spec.time_budget is not None:
             config = self.config if self.config is not None or spec.config_cls is None else spec.config_cls()
             timeout = max(timeout, float(spec.time_budget(config)))
