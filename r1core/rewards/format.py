@@ -79,7 +79,7 @@ def r1_tag_count(responses: list[str], golds: list[str]) -> list[float]:
     scores = []
     for response in responses:
         score, position = 0.0, 0
-        for tag in _TAGS:
+        for tag in R1_TAGS:
             if response.count(tag) != 1:
                 continue
             index = response.find(tag)

@@ -209,7 +209,6 @@ def test_data_parallel_dynamic_sampling_and_ppo_epochs_stay_in_lockstep(tmp_path
 
 
 def test_sft_command_under_data_parallelism_matches_one_process(tmp_path):
-    import torch
 
     from r1core.trainer.embedded import EmbeddedModelConfig, make_tiny_qwen2, train_tokenizer
 
