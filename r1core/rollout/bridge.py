@@ -151,10 +151,6 @@ def _numel(shape: list[int] | tuple[int, ...] | torch.Size) -> int:
     return numel
 
 
-def tensor_nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
 #: Staging buffers of this process by path. An in-process engine worker looks its
 #: buffer up here instead of mapping the file a second time (two mappings of one file
 #: are two sets of page-table entries, and RSS counts the pages twice).
