@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r1core.rollout import ModuleWeightSource, VLLMRollout, logprob_mismatch
+from r1core.algos.mismatch import logprob_mismatch
+from r1core.rollout import ModuleWeightSource, VLLMRollout
 from tests.rollout.conftest import KINDS, MAX_MODEL_LEN, MAX_TOKENS, PROMPTS, greedy
 
 
@@ -100,7 +101,7 @@ def test_sync_matches_transformers_greedy(synced, checkpoints):
         hf = _hf_logprobs(model, prompt, tokens)
         mismatch = logprob_mismatch(torch.tensor(logprobs, dtype=torch.float64), hf,
                                     torch.ones(len(tokens)))
-        assert mismatch["logprob_diff_max"].item() < 1e-4
+        assert mismatch["logprob_mismatch_max"].item() < 1e-4
 
 
 def test_weight_version_is_tagged(synced):
