@@ -53,9 +53,9 @@ from multiprocessing.connection import Connection, wait
 from collections.abc import Sequence
 from typing import Any
 
-from r1core.rewards.registry import CompositeReward, RewardFn, _check_batch
-from r1core.rewards.sandbox import remove_sandbox_leftovers
+from r1core.rewards.calls import RewardFn, WeightedRewards, check_batch
 from r1core.rewards.process_tree import kill_group, kill_process_tree
+from r1core.rewards.sandbox import remove_sandbox_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -219,16 +219,16 @@ class RewardPool:
     def score(self, reward: RewardFn, responses: list[str], golds: list[str],
               sample_timeout_s: float | None = None) -> PoolResult:
         """Score one reward on a batch; blocks until every sample has a score."""
-        _check_batch(responses, golds)
+        check_batch(responses, golds)
         units = [(0, response, gold) for response, gold in zip(responses, golds)]
         return self.submit([reward], units, sample_timeout_s).result()
 
     def score_composite(
-        self, composite: CompositeReward, responses: list[str], golds: list[str],
+        self, composite: WeightedRewards, responses: list[str], golds: list[str],
         sample_timeout_s: float | Sequence[float] | None = None,
     ) -> CompositeResult:
         """Score every component of ``composite``; each (component, sample) is isolated."""
-        _check_batch(responses, golds)
+        check_batch(responses, golds)
         rewards = [component.reward for component in composite.components]
         units = [
             (index, response, gold)

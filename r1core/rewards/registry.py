@@ -31,11 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from r1core._registry import Registry
+from r1core.rewards.calls import RewardFn, check_batch, trl_inputs
 
 logger = logging.getLogger(__name__)
-
-RewardFn = Callable[[list[str], list[str]], list[float]]
-"""A batch reward: responses and golds of equal length in, one float per response out."""
 
 
 @dataclass(frozen=True)
@@ -118,16 +116,14 @@ def call_reward(spec: RewardSpec, args: tuple, kwargs: dict[str, Any], config: A
     convention (``gold_column``: see ``r1core.rewards.adapters``); bounded through the default
     pool unless running in-process."""
     if "completions" in kwargs:
-        from r1core.rewards.adapters import trl_inputs
-
         if args:
             raise TypeError(f"reward {spec.name!r}: a TRL-style call passes keywords only, got {len(args)} positional")
-        responses, golds = trl_inputs(spec, kwargs, gold_column)
+        responses, golds = trl_inputs(spec.name, spec.needs_gold, kwargs, gold_column)
     else:
         bound = _bind(spec, args, kwargs)
         responses, golds = bound["responses"], bound["golds"]
         config = bound.get("config", config)
-    _check_batch(responses, golds)
+    check_batch(responses, golds)
     if config is None and spec.config_cls is not None:
         config = spec.config_cls()
     if _runs_in_process() or not _loadable_by_workers(spec):
@@ -314,7 +310,7 @@ class CompositeReward:
         self, responses: list[str], golds: list[str]
     ) -> tuple[list[float], dict[str, list[float]]]:
         """(weighted totals, unweighted scores per component name)."""
-        _check_batch(responses, golds)
+        check_batch(responses, golds)
         if _runs_in_process() or not all(isinstance(c.reward, BoundReward) for c in self.components):
             parts = {c.name: list(c.reward(responses, golds)) for c in self.components}
             return self.combine(parts), parts
@@ -344,10 +340,3 @@ def compose_rewards(
         for name, weight in weights.items()
     ]
     return CompositeReward(components)
-
-
-def _check_batch(responses: list[str], golds: list[str]) -> None:
-    if len(responses) != len(golds):
-        raise ValueError(
-            f"responses and golds differ in length: {len(responses)} vs {len(golds)}"
-        )
