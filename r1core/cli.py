@@ -37,8 +37,11 @@ EXIT_CONFIG_ERROR = 2
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
 
 # A Python process the run spawns (vLLM's engine core) imports this module as its main module:
-# there it ties itself to its parent (see follow_parent).
-follow_parent()
+# there it ties itself to its parent (see follow_parent) and keeps the run's quiet console.
+if follow_parent() and os.environ.get("VLLM_LOGGING_LEVEL") == "WARNING":
+    from r1core.rollout.vllm_rollout import quiet_spawned_engine
+
+    quiet_spawned_engine()
 
 @dataclass(frozen=True)
 class Command:
@@ -236,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # torch's C++ warnings go straight to stderr, past Python's logging and filters (on
         # CPU, vLLM's worker set-up prints a NUMA-binding note this way); -v shows them.
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        # multiprocessing's resource tracker (a process of its own, started with the run,
+        # which reads this) reports the semaphores and shared memory of vLLM's force-killed
+        # engine processes as it removes them.
+        harmless = "ignore:resource_tracker:UserWarning"
+        if harmless not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), harmless]))
     # launch owns its argument parsing; everything after the word goes to it.
     if argv and argv[0] == "launch":
         from r1core.launch.cli import main as launch_main

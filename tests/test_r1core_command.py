@@ -330,3 +330,51 @@ def test_existing_run_folder_is_refused_in_one_line(tmp_path, monkeypatch, capsy
     # The earlier run's record is kept; this attempt's configuration lies beside it.
     assert (run_dir / "config.yaml").read_text() == "the earlier run's configuration\n"
     assert len(list(run_dir.glob("config.*.yaml"))) == 1
+
+
+# ---------------------------------------------------------------------- signals
+
+
+def test_stop_signals_are_taken_by_the_watcher_not_the_default_action():
+    import os
+    import signal
+    import time
+
+    from r1core.commands.lifecycle import WATCHED_SIGNALS, RunControl, active_control
+    from r1core.trainer.checkpoint import STOP_SIGNAL_NAMES
+
+    assert set(STOP_SIGNAL_NAMES) == set(WATCHED_SIGNALS)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with RunControl(["SIGTERM", "SIGUSR1"], timeout_s=60) as control:
+        assert active_control() is control and not control.stop_requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the process without the control
+        deadline = time.monotonic() + 10
+        while not control.stop_requested() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert control.signal_name == "SIGTERM"
+        # A watched signal that is not a stop signal interrupts, as Ctrl-C does.
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(10)
+        assert control.exit_status_for_interrupt() == 128 + signal.SIGHUP
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    assert not active_control().stop_requested()
+
+
+STOP_TIMEOUT_SCRIPT = """
+import os, signal, sys, time
+from r1core.commands.lifecycle import RunControl
+with RunControl(["SIGUSR1"], timeout_s=1.0):
+    os.kill(os.getpid(), signal.SIGUSR1)
+    time.sleep(60)  # a step that never ends: the stop's time limit ends the process
+"""
+
+
+def test_a_stop_that_does_not_finish_in_time_exits_with_128_plus_the_signal():
+    import time
+
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", STOP_TIMEOUT_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + 10  # SIGUSR1
+    assert time.monotonic() - start < 30
+    assert "no checkpoint within checkpoint.stop_timeout_s=1 s of SIGUSR1" in result.stderr

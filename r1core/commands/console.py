@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import warnings
 from typing import Any, Optional
@@ -109,8 +108,10 @@ class Progress:
         from tqdm import tqdm
 
         if self._bar is None:
+            # Redrawn often on a terminal; in a log file (a batch job's) every redraw is text.
+            interval = 0.1 if sys.stderr.isatty() else 30.0
             self._bar = tqdm(total=total, initial=done, desc=self.description, unit="step", dynamic_ncols=True,
-                             file=sys.stderr, smoothing=0.1)
+                             file=sys.stderr, smoothing=0.1, mininterval=interval)
         else:
             self._bar.total = total
             self._bar.n = done
@@ -133,8 +134,3 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without terminal colour codes (for tests reading a console)."""
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)

@@ -22,8 +22,7 @@ thread and child process started during the run inherits the block, so a signal 
 process of a job (SLURM signals each process of a step at preemption and at the time limit; a
 terminal sends Ctrl-C to its whole foreground group) reaches the trainer alone: the vLLM
 engine and the reward workers keep working until the trainer has finished its step, saved,
-and closed them. Spawned Python children (the vLLM engine core) still honour a SIGTERM sent
-by their own parent, which is how vLLM shuts its engine down, and die with their parent
+and closed them. Spawned Python children (the vLLM engine core) die with their parent
 (``PR_SET_PDEATHSIG``): see :func:`follow_parent`.
 """
 
@@ -35,7 +34,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any, Optional
 
 EXIT_OK = 0
@@ -86,6 +84,8 @@ class RunControl:
         self._closing = threading.Event()
         self._watcher: Optional[threading.Thread] = None
         self._previous_mask: Optional[set[int]] = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._interrupt_pending = False
         # Every signal a run may be configured to stop on is taken from the start (before the
         # configuration is read); one that is not a stop signal ends the run as SIGINT does,
         # with its own status, as its default action would.
@@ -107,6 +107,16 @@ class RunControl:
     def __enter__(self) -> "RunControl":
         global _ACTIVE
         if threading.current_thread() is threading.main_thread():
+            # multiprocessing's resource tracker unblocks SIGINT and SIGTERM in the calling
+            # thread when it first starts (as the first spawned process starts it): started
+            # here, before the block, it leaves the block alone for the rest of the run.
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+            # A thread started before this point (none in the r1core command; a test runner
+            # may have some) does not block the signals: Python handlers catch what reaches
+            # it, so no watched signal ever takes its default action during the run.
+            self._previous_handlers = {signum: signal.signal(signum, self._handler) for signum in self._watched}
             self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self._watched)
             os.environ[RUN_PID_ENV] = str(os.getpid())
             self._watcher = threading.Thread(target=self._watch, name="r1core-signals", daemon=True)
@@ -126,21 +136,31 @@ class RunControl:
         while signal.sigtimedwait(self._watched, 0) is not None:
             pass
         signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask or set())
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
         os.environ.pop(RUN_PID_ENV, None)
 
     def _watch(self) -> None:
         while not self._closing.is_set():
             info = signal.sigtimedwait(self._watched, 0.2)
             if info is not None:
-                self._received(info.si_signo)
+                self._received(info.si_signo, in_main=False)
 
-    def _received(self, signum: int) -> None:
+    def _handler(self, signum: int, frame: Any) -> None:
+        """Python-level handler (main thread): a watched signal taken by a thread that does
+        not block it, or the interrupt the watcher asked for."""
+        if self._interrupt_pending and signum == signal.SIGINT:
+            self._interrupt_pending = False
+            raise KeyboardInterrupt
+        self._received(signum, in_main=True)
+
+    def _received(self, signum: int, in_main: bool) -> None:
         name = signal.Signals(signum).name
         if signum in self.stop_signals and self.graceful:
             if self.signal_name is None:
                 self.signal_name, self._signum = name, signum
-                print(f"r1core: {name} received: stopping after the current step, then saving a checkpoint "
-                      f"(at most {self.timeout_s:.0f} s)", file=sys.stderr, flush=True)
+                print(f"r1core: {name} received: stopping at the end of the current step (within "
+                      f"{self.timeout_s:g} s)", file=sys.stderr, flush=True)
                 timer = threading.Timer(self.timeout_s, self._expire)
                 timer.daemon = True
                 timer.start()
@@ -149,7 +169,11 @@ class RunControl:
             print(f"r1core: {name} again: exiting now", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.interrupted_by = signum
-        # Raises KeyboardInterrupt in the main thread at its next Python instruction.
+        if in_main:
+            raise KeyboardInterrupt
+        # Runs the SIGINT handler (_handler) in the main thread at its next Python
+        # instruction, which raises KeyboardInterrupt there.
+        self._interrupt_pending = True
         import _thread
 
         _thread.interrupt_main(signal.SIGINT)
@@ -199,40 +223,28 @@ def active_control() -> RunControl:
     return _ACTIVE if _ACTIVE is not None else _Inert(graceful=False)
 
 
-def follow_parent() -> None:
+def follow_parent() -> bool:
     """For a Python process spawned during a run (``multiprocessing``'s spawn start method,
-    which vLLM uses for its engine core): die with the parent (``PR_SET_PDEATHSIG``, so a
-    trainer killed with SIGKILL leaves no engine holding memory), and honour a SIGTERM that
-    the parent itself sends (vLLM's shutdown), while the SIGTERM a scheduler sends to every
-    process stays blocked here as in the trainer.
+    which vLLM uses for its engine core, imports the run's main module, ``r1core.cli``,
+    which calls this): die with the parent (``PR_SET_PDEATHSIG``), so that a trainer killed
+    with SIGKILL leaves no engine holding memory or a GPU. The stop signals stay blocked here,
+    as inherited: such a process ends when its parent closes it (vLLM escalates to SIGKILL
+    after its grace period) or dies.
 
-    Does nothing outside a run's spawned children (no ``R1CORE_RUN_PID`` in the environment,
-    or not started by ``multiprocessing``'s spawn).
+    Does nothing outside a run's children (``R1CORE_RUN_PID`` names the parent). Returns
+    whether this is such a child; its own spawned children (vLLM's workers under the engine
+    core) are tied to it in turn.
     """
     run_pid = os.environ.get(RUN_PID_ENV)
-    if not run_pid or int(run_pid) == os.getpid() or "--multiprocessing-fork" not in sys.argv:
-        return
     parent = os.getppid()
+    if not run_pid or int(run_pid) != parent:
+        return False
+    os.environ[RUN_PID_ENV] = str(os.getpid())
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        return
+        return True
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
-    if signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set()):
-        threading.Thread(target=_pass_parent_sigterm, args=(parent,), name="r1core-parent-sigterm",
-                         daemon=True).start()
-
-
-def _pass_parent_sigterm(parent: int) -> None:
-    """Wait for SIGTERM (blocked in every thread); when the parent sent it, let it through to
-    the process's own handler: unblocked in this thread alone, the re-sent signal is taken
-    here and its Python handler runs in the main thread."""
-    while True:
-        info = signal.sigwaitinfo({signal.SIGTERM})
-        if info.si_pid == parent:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1.0)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    return True

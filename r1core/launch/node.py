@@ -10,10 +10,12 @@ ways that a scheduler needs:
   ``--status-file`` it is also written there (``<unix time> <status>``), so the job script
   can name the first failure across nodes (:func:`first_failure`).
 * **Stop signals.** The stop signals a run handles (SIGTERM, SIGUSR1, SIGUSR2, SIGHUP) are
-  blocked here before the workers start, and the workers inherit the block: SLURM signals
-  every process of a job step at preemption and at the time limit (``--signal=USR1@300``
-  before it), and the agent would otherwise end the workers (SIGTERM) or die (SIGUSR1) while
-  they finish their step and save a checkpoint. Each worker takes the signals itself
+  blocked here before the workers start, and the workers inherit the block; a thread takes
+  them and passes each on to the workers. SLURM signals the task's own process (this one) for
+  ``scancel --signal`` and ``#SBATCH --signal=USR1@300``, and every process of the step at
+  preemption and at the time limit; torchrun's agent would otherwise end the workers
+  (SIGTERM) or die (SIGUSR1, whose default action is to terminate) while they finish their
+  step and save a checkpoint. Each worker takes the signal itself
   (:mod:`r1core.commands.lifecycle`) and exits with 75; the agent then reports that status.
 * **Node rank.** Under SLURM without an explicit ``--node-rank``, the node rank is
   ``SLURM_NODEID`` (the allocation's order), so global ranks follow the node list on every
@@ -26,6 +28,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +67,37 @@ def with_node_rank(torchrun_args: list[str]) -> list[str]:
     return [f"--node-rank={os.environ['SLURM_NODEID']}", *torchrun_args]
 
 
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name may hold spaces and parentheses: the fields follow the last ")".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _pass_on_signals() -> None:
+    """Take every shielded signal sent to the agent and send it to the workers (the agent's
+    direct children)."""
+    while True:
+        info = signal.sigwaitinfo(set(SHIELDED_SIGNALS))
+        workers = children(os.getpid())
+        for pid in workers:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+        print(f"r1core: {signal.Signals(info.si_signo).name} passed on to {len(workers)} worker(s)",
+              file=sys.stderr, flush=True)
+
+
 def run_agent(torchrun_args: list[str]) -> tuple[int, float]:
     """Run torchrun's agent in this process; ``(status, time of the first failure)``."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -100,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     own = parser.parse_args(argv[:split])
     # Before the agent starts any worker (and any thread): every one of them inherits it.
     signal.pthread_sigmask(signal.SIG_BLOCK, set(SHIELDED_SIGNALS))
+    threading.Thread(target=_pass_on_signals, name="r1core-pass-signals", daemon=True).start()
     status, when = run_agent(with_node_rank(argv[split + 1:]))
     if own.status_file:
         Path(own.status_file).parent.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,8 @@ from r1core.rollout.weight_update import SyncStats, WeightUpdate
 #   passes the stop token ids itself), eager mode (``enforce_eager``), per-request seeds.
 # - The CPU backend's notes (no Triton CPU backend, thread binding, preload hints for its
 #   allocator): they describe the platform, not the run, and repeat for every engine.
-# - The engine core's shutdown when it holds SIGTERM blocked, as a run's children do (see
-#   ``r1core.commands.lifecycle``): vLLM then ends it with SIGKILL, which is the intent.
+# - vLLM ending its engine processes with SIGKILL when they take longer than its 5 s grace
+#   period to tear down (seen on every close of an engine in its own process on a busy CPU).
 HARMLESS_VLLM_MESSAGES = (
     r"^Chat template warmup failed",
     r"^\w*(RotaryEmbedding|ParallelLMHead): Failed to load weights$",
@@ -56,7 +56,8 @@ HARMLESS_VLLM_MESSAGES = (
     r"^Reset SSM cache type",
     r"^CPU backend doesn't allow to use `torch.set_num_threads`",
     r"^lib(tcmalloc|iomp) is not found in LD_PRELOAD",
-    r"^\[shutdown\] Process manager: force killing remaining process",
+    r"^\[shutdown\] (Process manager: force killing remaining process|force killing sub process|"
+    r"Executor: workers still running after)",
 )
 
 
@@ -74,6 +75,16 @@ class HarmlessVLLMMessages(logging.Filter):
         except Exception:  # a malformed record is shown as it is
             return True
         return not any(pattern.search(message) for pattern in self.patterns)
+
+
+def quiet_spawned_engine() -> None:
+    """In an engine process the run spawned (vLLM's engine core), before vLLM is imported:
+    drop :data:`HARMLESS_VLLM_MESSAGES` that vLLM logs before its logging configuration is
+    applied (they reach Python's last-resort handler) and vLLM's deprecation warnings.
+    ``VLLM_LOGGING_CONFIG_PATH``, inherited from the trainer, covers everything after."""
+    if logging.lastResort is not None:
+        logging.lastResort.addFilter(HarmlessVLLMMessages())
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
 
 
 def configure_vllm_logging(verbose: bool = False, directory: str | None = None) -> str:
@@ -113,8 +124,9 @@ def configure_vllm_logging(verbose: bool = False, directory: str | None = None) 
         for root_handler in logging.getLogger().handlers:
             if not any(isinstance(f, HarmlessVLLMMessages) for f in root_handler.filters):
                 root_handler.addFilter(HarmlessVLLMMessages())
-        for module in ("vllm", "vllm.triton_utils.dispatcher"):
-            warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
+        if logging.lastResort is not None:
+            logging.lastResort.addFilter(HarmlessVLLMMessages())
     return path
 
 

@@ -221,9 +221,13 @@ def test_node_launcher_exits_with_the_first_failed_workers_status(tmp_path):
     assert [line.split()[1] for line in lines] == ["0", "2"]
 
 
-def test_node_launcher_leaves_stop_signals_to_the_workers(tmp_path):
-    """SIGTERM to the agent and to every worker, as SLURM sends it: the agent neither dies nor
-    ends its workers, the workers finish on their own terms, and their status is the job's."""
+@pytest.mark.parametrize(("signum", "everyone"), [(signal.SIGTERM, True), (signal.SIGUSR1, False)],
+                         ids=["SIGTERM to every process", "SIGUSR1 to the agent"])
+def test_node_launcher_leaves_stop_signals_to_the_workers(tmp_path, signum, everyone):
+    """A stop signal as SLURM sends it (SIGTERM to every process of the step at preemption and
+    the time limit; SIGUSR1 to the task's process for --signal and scancel --signal): the agent
+    neither dies nor ends its workers, the workers get the signal and finish on their own
+    terms, and their status is the job's."""
     marker = tmp_path / "ready"
     process = subprocess.Popen(_node(tmp_path, "stop", str(marker)), env=_node_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -231,11 +235,11 @@ def test_node_launcher_leaves_stop_signals_to_the_workers(tmp_path):
     while not all(Path(f"{marker}.{rank}").exists() for rank in range(2)):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.1)
-    tree = [process.pid, *_descendants(process.pid)]
-    for pid in tree:
-        os.kill(pid, signal.SIGTERM)
+    for pid in [process.pid, *(_descendants(process.pid) if everyone else [])]:
+        os.kill(pid, signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 75, err[-3000:]
+    assert f"{signal.Signals(signum).name} passed on to 2 worker(s)" in err
 
 
 def _descendants(pid: int) -> list[int]:

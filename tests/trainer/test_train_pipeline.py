@@ -172,7 +172,7 @@ def test_train_artefacts_quiet_console_sigterm_and_resumes_are_bit_exact(tmp_pat
     assert not noisy, noisy
     bars = [line for line in lines if line.startswith("r1core:")]
     assert bars and "100%" in bars[-1] and "step" in bars[-1], bars[-3:]
-    assert sum("eval at step" in line for line in lines) == 4  # before step 1 and after each step
+    assert sum(line.startswith("eval at step") for line in lines) == 4  # before step 1 and after each step
 
     # Interrupted: SIGTERM once the first evaluation is logged; the run stops at the next
     # step boundary (right after that evaluation, or after step 1), saves a checkpoint there
