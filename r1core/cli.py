@@ -1,16 +1,22 @@
 """The ``r1core`` command: ``train``, ``sft``, ``eval`` and ``launch``.
 
 ``train``, ``sft`` and ``eval`` assemble a :class:`~r1core.config.RunConfig` from
-``--config run.yaml`` and ``dotted.key=value`` overrides first; an unknown or mistyped key
-stops the command there, before any model, process group or file is created. They then
-hand the configuration to the command's ``run(cfg)`` function in :mod:`r1core.commands`
-(table below), which is imported only at that point so the command stays quick and light.
+``--config run.yaml`` and ``dotted.key=value`` overrides first and check it whole: every
+section's values, the files it names (a model's ``config.json``, a data file) and, for
+``train`` and ``sft``, the layout and the batch split against the world size. A wrong input
+stops the command there, in one line, before any model, process group or file is created.
+They then hand the configuration to the command's ``run(cfg)`` function in
+:mod:`r1core.commands` (table below), which is imported only at that point so the command
+stays quick and light.
 
-Exit status: 0 success, 2 bad configuration, arguments or input (a malformed data row, a
-layout that does not fit the world size, a run folder that already holds a run), 69 one of
-the command's optional dependencies is not part of this installation, otherwise what the
-command returns. Input errors print one line naming the
-cause; ``R1CORE_TRACEBACK=1`` prints the full traceback instead.
+Exit status (:mod:`r1core.commands.lifecycle` says more): 0 success; 2 bad configuration,
+arguments or input (a malformed data row, a layout that does not fit the world size, a run
+folder that already holds a run, a resume that does not fit its checkpoint); 69 one of the
+command's optional dependencies is not part of this installation; 75 stopped by a stop signal
+(SIGTERM, SIGUSR1) after saving a checkpoint; 130 interrupted by SIGINT; 128+N the stop did
+not finish within ``checkpoint.stop_timeout_s`` of signal N; otherwise what the command
+returns, and 1 for an error inside r1core (with its traceback). Input errors print one line
+naming the cause; ``R1CORE_TRACEBACK=1`` prints the full traceback instead.
 """
 
 from __future__ import annotations
@@ -18,14 +24,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1core.commands.lifecycle import RunControl, follow_parent
+
 EXIT_CONFIG_ERROR = 2
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
+
+# A Python process the run spawns (vLLM's engine core) imports this module as its main module:
+# there it ties itself to its parent (see follow_parent) and keeps the run's quiet console.
+if follow_parent() and os.environ.get("VLLM_LOGGING_LEVEL") == "WARNING":
+    from r1core.rollout.vllm_rollout import quiet_spawned_engine
+
+    quiet_spawned_engine()
 
 @dataclass(frozen=True)
 class Command:
@@ -39,7 +55,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("r1core.commands.train", "RL training: GRPO and its variants", resumable=True),
     "sft": Command("r1core.commands.sft", "supervised fine-tuning: cold start, distillation from jsonl traces",
-                   resumable=True),
+                   resumable=False),
     "eval": Command("r1core.commands.eval", "evaluate a checkpoint: avg@k, pass@k, maj@k", resumable=False),
 }
 
@@ -53,13 +69,21 @@ def build_run_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"r1core {command}", description=COMMANDS[command].help)
     parser.add_argument("--config", metavar="YAML", help="run configuration file")
     parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved configuration and exit"
+        "--print-config", action="store_true",
+        help="print the resolved configuration, each key with its documentation, and exit"
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' own messages too (same as logging.verbose=true)")
     if COMMANDS[command].resumable:
         parser.add_argument(
             "--resume",
             action="store_true",
-            help="continue from the newest checkpoint (same as checkpoint.resume=true)",
+            help="continue from the newest intact checkpoint; refused if there is none (checkpoint.resume=true)",
+        )
+        parser.add_argument(
+            "--resume-or-start", action="store_true",
+            help="continue from the newest intact checkpoint, or start from the beginning if there is none yet "
+                 "(checkpoint.resume=true checkpoint.start_if_none=true): the command to requeue a job with",
         )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. run.seed=7")
     return parser
@@ -96,19 +120,55 @@ def resolve_entry_point(command: str) -> Callable[[Any], Any]:
 
 
 def _run_component(command: str, args: argparse.Namespace) -> int:
-    from r1core.config import ConfigError, RunConfig, dump_config, load_config
+    # Before anything else, so every thread and process the run starts inherits the signal
+    # block (see r1core.commands.lifecycle).
+    with RunControl(graceful=False) as control:
+        try:
+            return _configured_run(command, args, control)
+        except KeyboardInterrupt:
+            name = signal.Signals(control.interrupted_by or signal.SIGINT).name
+            print(f"r1core {command}: interrupted by {name}; the newest checkpoint (if any) is kept",
+                  file=sys.stderr)
+            return control.exit_status_for_interrupt()
+
+
+def _configured_run(command: str, args: argparse.Namespace, control: RunControl) -> int:
+    from r1core._extras import MissingExtraError
+    from r1core.config import RunConfig, dump_config, load_config
 
     overrides = list(args.overrides)
     if getattr(args, "resume", False):
         overrides.append("checkpoint.resume=true")
+    if getattr(args, "resume_or_start", False):
+        overrides += ["checkpoint.resume=true", "checkpoint.start_if_none=true"]
+    if args.verbose:
+        overrides.append("logging.verbose=true")
     try:
         config = load_config(RunConfig, args.config, overrides)
-    except ConfigError as error:
-        print(f"r1core {command}: configuration error: {error}", file=sys.stderr)
+        if command in ("train", "sft") and not args.print_config:
+            config.check_world(int(os.environ.get("WORLD_SIZE", "1")))
+    except MissingExtraError as error:
+        print(f"r1core {command}: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except input_errors() as error:
+        if os.environ.get("R1CORE_TRACEBACK"):
+            raise
+        print(f"r1core {command}: configuration error: {one_line(error)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.print_config:
-        sys.stdout.write(dump_config(config))
+        from r1core.config.docs import describe_config
+
+        sys.stdout.write(describe_config(config))
         return 0
+    if config.checkpoint.resume and not COMMANDS[command].resumable:
+        print(f"r1core {command}: configuration error: checkpoint.resume: r1core {command} does not resume "
+              "(it saves no checkpoint to continue from)", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    control.configure(config.checkpoint.stop_signals, config.checkpoint.stop_timeout_s,
+                      graceful=command in ("train", "sft"))
+    from r1core.commands.console import configure_console
+
+    configure_console(config.logging, rank=int(os.environ.get("RANK", "0")))
     try:
         run = resolve_entry_point(command)
     except UnavailableError as error:
@@ -121,9 +181,7 @@ def _run_component(command: str, args: argparse.Namespace) -> int:
     except input_errors() as error:
         if os.environ.get("R1CORE_TRACEBACK"):
             raise
-        from r1core._extras import MissingExtraError
-
-        print(f"r1core {command}: error: {error}", file=sys.stderr)
+        print(f"r1core {command}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_UNAVAILABLE if isinstance(error, MissingExtraError) else EXIT_CONFIG_ERROR
     return result if isinstance(result, int) else 0
 
@@ -140,6 +198,14 @@ def _config_record_path(run_dir: Path) -> Path:
     return run_dir / f"config.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.yaml"
 
 
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (a layout error lists its broken rules with '; ')."""
+    problems = getattr(error, "problems", None)
+    if isinstance(problems, list) and problems:
+        return "impossible parallel layout: " + "; ".join(problems)
+    return " ".join(str(error).split())
+
+
 def input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the user's input is wrong, not that r1core is: reported in one line.
 
@@ -151,9 +217,10 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from r1core.models.shape import UnsupportedModelError
     from r1core.parallel.layout import LayoutError
     from r1core.trainer.checkpoint import CheckpointMismatchError
+    from r1core.trainer.run_logger import CorruptRunLogError
 
     return (ConfigError, DataFormatError, LayoutError, MissingExtraError, FileExistsError, FileNotFoundError,
-            UnsupportedModelError, CheckpointMismatchError)
+            UnsupportedModelError, CheckpointMismatchError, CorruptRunLogError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,6 +235,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     os.environ.setdefault("OMP_DYNAMIC", "FALSE")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not {"-v", "--verbose", "logging.verbose=true"} & set(argv):
+        # torch's C++ warnings go straight to stderr, past Python's logging and filters (on
+        # CPU, vLLM's worker set-up prints a NUMA-binding note this way); -v shows them.
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        # multiprocessing's resource tracker (a process of its own, started with the run,
+        # which reads this) reports the semaphores and shared memory of vLLM's force-killed
+        # engine processes as it removes them.
+        harmless = "ignore:resource_tracker:UserWarning"
+        if harmless not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), harmless]))
     # launch owns its argument parsing; everything after the word goes to it.
     if argv and argv[0] == "launch":
         from r1core.launch.cli import main as launch_main

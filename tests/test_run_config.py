@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Optional
 
 import pytest
 from omegaconf import MISSING
 
-from r1core.config import ConfigError, RunConfig, dump_config, load_config
+from r1core.config import ConfigError, RunConfig, config_to_dict, dump_config, load_config
 from r1core.parallel.layout import ParallelConfig
 from r1core.trainer.checkpoint import CheckpointConfig
 
@@ -163,3 +164,122 @@ def test_algorithm_preset_key_starts_the_section_from_the_recipe(tmp_path):
     assert default.loss == "dapo" and not default.dynamic_sampling.enabled  # the embedded run's choice
     with pytest.raises(ConfigError, match="unknown algorithm preset 'vapo'; valid: cispo"):
         load_config(RunConfig, None, ["algorithm.preset=vapo"])
+
+
+# ---------------------------------------------------------------------- values checked on load
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("trainer.prompts_per_step=0", "trainer.prompts_per_step must be >= 1"),
+    ("trainer.temperature=0", "trainer.temperature must be > 0"),
+    ("trainer.top_p=1.5", "trainer.top_p must be in (0, 1]"),
+    ("sft.epochs=-1", "sft.epochs must be >= 0"),
+    ("sft.trace_noise=2", "sft.trace_noise must be in [0, 1]"),
+    ("policy.weight_decay=-0.1", "policy.weight_decay must be >= 0"),
+    ("rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization must be in (0, 1]"),
+    ("rollout.dtype=float8", "rollout.dtype must be one of"),
+    ("reward.sample_timeout_s=0", "reward.sample_timeout_s must be > 0"),
+    ("parallel.backend=mpi", "parallel.backend must be nccl, gloo or null"),
+    ("embedded.model.num_key_value_heads=3", "embedded.model.num_attention_heads=4 is not divisible by"),
+    ("embedded.vocab_size=0", "embedded.vocab_size must be >= 1"),
+    ("checkpoint.stop_timeout_s=0", "checkpoint.stop_timeout_s must be > 0"),
+    ("checkpoint.start_if_none=true", "checkpoint.start_if_none=true needs checkpoint.resume=true"),
+    ("logging.wandb.mode=loud", "logging.wandb.mode must be one of"),
+    ("rollout.max_model_len=600", "exceeds the embedded model's embedded.model.max_position_embeddings=512"),
+    ("algorithm.length_schedule=0:64", "above trainer.max_response_tokens=48"),
+])
+def test_out_of_range_values_are_refused_naming_the_key(override, fragment):
+    with pytest.raises(ConfigError) as error:
+        load_config(RunConfig, overrides=[override])
+    assert fragment in str(error.value)
+
+
+def test_an_empty_reward_mix_is_refused():
+    from r1core.rewards.config import RewardConfig
+
+    with pytest.raises(ValueError, match="reward.weights is empty"):
+        RewardConfig(weights={})
+
+
+def test_logging_level_is_case_insensitive():
+    assert load_config(RunConfig, overrides=["logging.level=DEBUG"]).logging.level == "debug"
+
+
+def test_files_are_checked_by_each_sections_validate(tmp_path):
+    """``validate()`` reads files; ``__post_init__`` does not, so a section can be built
+    without them while a run is refused before any work."""
+    from r1core.models.policy_config import PolicyConfig
+
+    PolicyConfig(hf_dir=str(tmp_path / "absent"))  # building does not touch the file system
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_config(RunConfig, overrides=[f"policy.hf_dir={tmp_path / 'absent'}"])
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable config.json"):
+        load_config(RunConfig, overrides=[f"policy.hf_dir={tmp_path}"])
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_bigcode"}))
+    with pytest.raises(ConfigError, match="gpt_bigcode"):
+        load_config(RunConfig, overrides=[f"policy.hf_dir={tmp_path}"])
+    assert load_config(RunConfig, overrides=[f"policy.hf_dir={tmp_path}"], validate=False).policy.hf_dir
+
+
+def test_sft_traces_are_streamed_with_a_row_bound(tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_bytes(b'{"prompt": "a", "response": "b"}\n' + b"x" * 100 + b"\n")
+    assert load_config(RunConfig, overrides=[f"sft.traces={traces}", "sft.max_row_bytes=100"])
+    with pytest.raises(ConfigError, match="line 2 is longer than sft.max_row_bytes=99"):
+        load_config(RunConfig, overrides=[f"sft.traces={traces}", "sft.max_row_bytes=99"])
+
+
+def test_world_checks_layout_model_and_batch():
+    from r1core.parallel.layout import LayoutError
+
+    config = load_config(RunConfig, overrides=["parallel.tensor=2"])
+    config.check_world(2)
+    with pytest.raises(LayoutError, match="num_attention_heads=4 is not divisible by tensor=8"):
+        load_config(RunConfig, overrides=["parallel.tensor=8"]).check_world(8)
+    with pytest.raises(ConfigError, match="trainer.prompts_per_step"):
+        load_config(RunConfig, overrides=["trainer.prompts_per_step=3"]).check_world(2)
+
+
+def test_world_check_reads_the_configured_model(tmp_path):
+    from r1core.parallel.layout import LayoutError
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 100, "hidden_size": 96, "intermediate_size": 192,
+        "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 3}))
+    config = load_config(RunConfig, overrides=[f"policy.hf_dir={tmp_path}", "parallel.pipeline=2"])
+    with pytest.raises(LayoutError, match="num_layers=3 is not divisible by pipeline=2"):
+        config.check_world(2)
+
+
+def test_resume_allows_steps_and_logging_but_names_model_data_and_algorithm_changes():
+    from r1core.config.run import changed_for_resume
+
+    saved = config_to_dict(load_config(RunConfig))
+    allowed = config_to_dict(load_config(RunConfig, overrides=[
+        "trainer.steps=80", "logging.tensorboard=false", "checkpoint.resume=true", "eval.every=5",
+        "reward.num_workers=4", "checkpoint.keep_last=1"]))
+    assert changed_for_resume(saved, allowed) == []
+    refused = config_to_dict(load_config(RunConfig, overrides=[
+        "embedded.model.hidden_size=64", "data.num_train=10", "algorithm.clip_high=0.3", "run.seed=7"]))
+    assert changed_for_resume(saved, refused) == [
+        "algorithm.clip_high (0.28 -> 0.3)", "data.num_train (700 -> 10)",
+        "embedded.model.hidden_size (128 -> 64)", "run.seed (1234 -> 7)"]
+    del saved["policy"]["hf_dir"]
+    assert changed_for_resume(saved, config_to_dict(load_config(RunConfig))) == ["policy.hf_dir ('<absent>' -> '')"]
+
+
+def test_described_configuration_loads_back_equal(tmp_path):
+    from r1core.config.docs import describe_config, field_docs
+
+    config = load_config(RunConfig, overrides=["reward.weights.length_penalty=0.5", "checkpoint.stop_signals=[SIGUSR2]",
+                                               "algorithm.preset=grpo"])
+    text = describe_config(config)
+    path = tmp_path / "described.yaml"
+    path.write_text(text)
+    assert load_config(RunConfig, path) == config
+    # The algorithm section documents its fields in its class docstring; a "see X" entry
+    # takes the documentation X gives the field.
+    docs = field_docs(type(config.algorithm))
+    assert docs["clip_high"].startswith("the ratio (or IS weight")
+    assert "# Longest time from a stop signal to the exit" in text

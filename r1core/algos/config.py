@@ -38,8 +38,9 @@ class AlgorithmConfig:
     kl_estimator, kl_coef: estimator (k1, k2, k3) and weight of the KL.
     eps, gamma: see :class:`~r1core.algos.advantages.AdvantageConfig`.
     dynamic_sampling, overlong, difficulty: the sampling strategies (see
-        :mod:`r1core.algos.sampling`); length_schedule: ``"step:tokens,..."`` generation
-        budgets by step (DeepScaleR), empty for the constant ``trainer.max_response_tokens``.
+        :mod:`r1core.algos.sampling`).
+    length_schedule: ``"step:tokens,..."`` generation budgets by step (DeepScaleR), empty for
+        the constant ``trainer.max_response_tokens``.
     """
 
     preset: str = ""

@@ -19,17 +19,20 @@ hands each component its own section.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-import time
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Optional, Sequence
 
 from r1core.algos.sampling import DifficultyFilter, PromptStream
 from r1core.batch import Prompt, RolloutBatch
-from r1core.config.loader import dump_config
-from r1core.config.run import RunConfig
+from r1core.commands.console import Progress
+from r1core.commands.lifecycle import EXIT_STOPPED, StopRequested, active_control
+from r1core.config.loader import ConfigError, config_to_dict, dump_config
+from r1core.config.run import RESUMABLE_KEYS, RunConfig, changed_for_resume
 from r1core.data.synthetic.base import get_task, split_problems
 from r1core.data.templates import get_template
 from r1core.data.tokenizers import load_tokenizer
@@ -50,6 +53,8 @@ from r1core.trainer.sft import run_sft
 # EVAL_SEED_OFFSET + run seed + i, the same at every evaluation, so the curves compare the
 # policy on identical sampling noise.
 EVAL_SEED_OFFSET = 10_000
+
+log = logging.getLogger("r1core")
 
 
 def _corrupt(answer: str, rng: random.Random) -> str:
@@ -77,23 +82,18 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.directory)
         self.topology = start_distributed(cfg)
+        self.control = active_control()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.checkpoint.resume and (self.run_dir / "metrics.jsonl").exists():
-            # Never mix two runs' logs and checkpoints, and never overwrite a finished run.
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run: pass --resume to continue it, or choose "
-                f"another run.name (or delete the folder) to start a new one"
-            )
-        # Every rank has looked before any rank writes.
-        self.topology.barrier()
-        self.resume_step = None
-        if cfg.checkpoint.resume:
-            self.resume_step = CheckpointManager(cfg.checkpoint_directory).latest_step()
+        self.start = open_run_folder(cfg, self.topology)
+        self.resume_step = self.start.resume_step
         if self.topology.is_main:
-            self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step)
+            self.logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard, resume_from=self.resume_step,
+                                    restart=self.start.restart, wandb=cfg.logging.wandb, run_name=cfg.run.name,
+                                    run_config=config_to_dict(cfg))
         else:
             self.logger = NullLogger()
-        self.start_time = time.perf_counter()
+        self.progress = Progress(enabled=self.topology.is_main and cfg.logging.progress)
+        self.progress.plan(*rl_progress_plan(cfg, self.resume_step))
 
     # --------------------------------------------------------------- phases
 
@@ -139,7 +139,7 @@ class Pipeline:
         return build_policy(hf_dir, self.cfg.parallel, dtype=policy.torch_dtype(), optim=policy.optim(lr),
                             seed=self.cfg.run.seed)
 
-    def cold_start(self, start_dir: Path, progress: Callable[[str], None]) -> Path:
+    def cold_start(self, start_dir: Path) -> Path:
         section = self.cfg.sft
         if section.epochs <= 0:
             return start_dir
@@ -148,9 +148,13 @@ class Pipeline:
         traces = cold_start_traces(self.task, self.train_problems, section.trace_noise, self.cfg.run.seed)
         examples = [(self.tokenizer.encode(self.template(q)), self.tokenizer.encode(r) + [eos]) for q, r in traces]
 
+        steps = section.num_steps(len(examples))
+        self.progress.plan(self.progress.total + steps, self.progress.done)
+
         def on_step(step: int, metrics: dict[str, float]) -> None:
             self.logger.log(step, metrics, phase="sft")
-            progress(f"sft step {step}: nll {metrics['loss']:.3f}")
+            self.progress.advance(1, f"cold start {step + 1}/{steps}: nll {metrics['loss']:.3f}")
+            self.check_stop()
 
         run_sft(policy, examples, section, on_step=on_step, topology=self.topology)
         out = self.run_dir / "sft"
@@ -162,7 +166,7 @@ class Pipeline:
 
     # --------------------------------------------------------------- evaluation
 
-    def evaluate(self, rollout: Any, step: int, progress: Callable[[str], None]) -> float:
+    def evaluate(self, rollout: Any, step: int) -> float:
         """avg@k accuracy on the held-out problems (R1's pass@1 from k samples); logged."""
         section = self.cfg.eval
         topology = self.topology
@@ -190,7 +194,8 @@ class Pipeline:
             lengths = [length for group in samples for _, length in group]
             metrics["response_length_mean"] = sum(lengths) / len(lengths)
             self.logger.log(step, metrics, phase="eval")
-            progress(f"eval at step {step}: accuracy {metrics['accuracy']:.3f}")
+            self.progress.note("eval at step %d: accuracy %.3f (avg@%d)", step, metrics["accuracy"], section.k)
+        self.progress.advance(1, f"eval at step {step}")
         return float(topology.broadcast_from_main(metrics)["accuracy"])
 
     def grade(self, responses: list[str], golds: list[str]) -> list[float]:
@@ -209,7 +214,7 @@ class Pipeline:
             curriculum=difficulty.curriculum, num_buckets=difficulty.num_buckets,
         )
 
-    def reinforce(self, start_dir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    def reinforce(self, start_dir: Path) -> dict[str, Any]:
         from r1core.rewards import RewardPool, RewardPoolConfig, compose_rewards, get_reward
 
         cfg = self.cfg
@@ -220,43 +225,64 @@ class Pipeline:
             # policy's own dtype so rollout and trainer log-probs agree.
             rollout_cfg = replace(rollout_cfg, dtype=str(cfg.policy.torch_dtype()).removeprefix("torch."))
         rollout = None
-        if topology.is_leader:
-            rollout = build_rollout(start_dir, rollout_cfg, topology)
-        policy = self.build_policy(start_dir, cfg.policy.lr)
-        ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
-        reward_cfg = cfg.reward
-        configs = {name: dict(fields) for name, fields in reward_cfg.configs.items()}
-        if "r1_format" in reward_cfg.weights:
-            # The compact template's prompt ends with <think>; the response starts after it.
-            configs.setdefault("r1_format", {"allow_missing_think_open": True})
-        composite = compose_rewards(reward_cfg.weights, configs=configs)
-        timeouts = [c.reward.time_budget(reward_cfg.sample_timeout_s) for c in composite.components]
-        self.accuracy_reward = get_reward("math_accuracy")
-        # Rewards are scored where the samples are: on the leaders.
         self.pool = None
-        if topology.is_leader:
-            self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers, sample_timeout_s=reward_cfg.sample_timeout_s))
+        # The engine and the reward workers end with this phase however it ends (a stop
+        # signal, an interrupt, an error): nothing is left holding memory or a GPU.
+        try:
+            if topology.is_leader:
+                rollout = build_rollout(start_dir, rollout_cfg, topology)
+            policy = self.build_policy(start_dir, cfg.policy.lr)
+            ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
+            reward_cfg = cfg.reward
+            configs = {name: dict(fields) for name, fields in reward_cfg.configs.items()}
+            if "r1_format" in reward_cfg.weights:
+                # The compact template's prompt ends with <think>; the response starts after it.
+                configs.setdefault("r1_format", {"allow_missing_think_open": True})
+            composite = compose_rewards(reward_cfg.weights, configs=configs)
+            timeouts = [c.reward.time_budget(reward_cfg.sample_timeout_s) for c in composite.components]
+            self.accuracy_reward = get_reward("math_accuracy")
+            # Rewards are scored where the samples are: on the leaders.
+            if topology.is_leader:
+                self.pool = RewardPool(RewardPoolConfig(num_workers=reward_cfg.num_workers,
+                                                        sample_timeout_s=reward_cfg.sample_timeout_s))
 
-        def score(responses: list[str], golds: list[str]):
-            result = self.pool.score_composite(composite, responses, golds, sample_timeout_s=timeouts)
-            failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
-            return result.totals, result.components, failed
+            def score(responses: list[str], golds: list[str]):
+                result = self.pool.score_composite(composite, responses, golds, sample_timeout_s=timeouts)
+                failed = sum(r is not None for reasons in result.reasons.values() for r in reasons)
+                return result.totals, result.components, failed
 
-        trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, self.prompt_stream(), self.decode, score,
-                              ref_policy=ref_policy, topology=topology)
+            trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, self.prompt_stream(), self.decode,
+                                  score, ref_policy=ref_policy, topology=topology)
+            return self.train_steps(trainer, policy, rollout)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+            if rollout is not None:
+                rollout.close()
+
+    def train_steps(self, trainer: GRPOTrainer, policy: Any, rollout: Any) -> dict[str, Any]:
+        """The RL steps from the start (or the checkpoint) to ``trainer.steps``, with their
+        evaluations and checkpoints; stops at a step boundary when a stop signal arrives."""
+        cfg = self.cfg
+        topology = self.topology
         checkpoints = CheckpointManager(cfg.checkpoint_directory, keep_last=cfg.checkpoint.keep_last)
         config_yaml = dump_config(cfg)
         summary: dict[str, Any] = {}
-        latest = checkpoints.load_latest() if self.resume_step is not None else None
-        if latest is not None:
+        if self.resume_step is not None:
+            latest = checkpoints.load(self.resume_step)
             policy.load_state_dict(latest.state["policy"])
             trainer.load_state_dict(latest.state["trainer"])
             summary = dict(latest.state["summary"])
             restore_rng_state(latest.state["rng"])
             sync_weights(policy, rollout, topology)
-            progress(f"resumed from step {trainer.step_index}")
+            self.progress.note("resumed from step %d (%s)", trainer.step_index, latest.path)
         else:
-            summary["accuracy_start"] = self.evaluate(rollout, 0, progress)
+            summary["accuracy_start"] = self.evaluate(rollout, 0)
+            if self.control.stop_requested(topology):
+                # A checkpoint at step 0 keeps the cold start and the first evaluation.
+                path = checkpoints.save(0, {"policy": policy.state_dict(), "trainer": trainer.state_dict(),
+                                            "summary": summary}, config_yaml=config_yaml)
+                raise StopRequested(self.control.signal_name or "a stop signal", str(path))
 
         rollouts_path = self.run_dir / "rollouts" / f"rank_{topology.world_rank:05d}.jsonl"
         if cfg.logging.rollouts and topology.is_leader:
@@ -272,31 +298,38 @@ class Pipeline:
             total_tokens += result.metrics["train_tokens"]
             self.logger.log(step, result.metrics)
             m = result.metrics
-            progress(f"rl step {step}/{cfg.trainer.steps}: reward {m['reward_mean']:.3f}, "
-                     f"length {m['response_length_mean']:.1f}, {m['tokens_per_second']:.0f} tok/s")
+            self.progress.advance(1, f"rl step {step}/{cfg.trainer.steps}: reward {m['reward_mean']:.3f}, "
+                                     f"length {m['response_length_mean']:.1f}, {m['tokens_per_second']:.0f} tok/s")
             if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
-                summary["accuracy_end"] = self.evaluate(rollout, step, progress)
+                summary["accuracy_end"] = self.evaluate(rollout, step)
             summary["train_tokens"] = total_tokens
-            if step % cfg.checkpoint.interval == 0 or step == cfg.trainer.steps:
-                checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(), "summary": summary},
-                                 config_yaml=config_yaml)
+            stopping = self.control.stop_requested(topology) and step < cfg.trainer.steps
+            interval = cfg.checkpoint.interval
+            if (interval and step % interval == 0) or step == cfg.trainer.steps or stopping:
+                path = checkpoints.save(step, {"policy": policy.state_dict(), "trainer": trainer.state_dict(),
+                                               "summary": summary}, config_yaml=config_yaml)
+                if stopping:
+                    raise StopRequested(self.control.signal_name or "a stop signal", str(path))
         summary["steps"] = trainer.step_index
         policy.export_hf(self.run_dir / "final")
         if topology.is_main:
             self.tokenizer.save_pretrained(self.run_dir / "final")
-        if self.pool is not None:
-            self.pool.close()
-        if rollout is not None:
-            rollout.close()
         return summary
+
+    def check_stop(self) -> None:
+        """At a point with nothing to checkpoint (model building, the cold start, the first
+        evaluation): raise :class:`StopRequested` when a stop signal has arrived on any rank."""
+        if self.control.stop_requested(self.topology):
+            raise StopRequested(self.control.signal_name or "a stop signal")
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         self.topology.barrier()  # every rank is done (final export included) before the summary
-        wall = time.perf_counter() - self.start_time
         rl_seconds = sum(r.get("step_s", 0.0) for r in self.logger.history if r["phase"] == "train")
         summary.update(
             {
-                "wall_seconds": wall,
+                # Every attempt's time (a resumed run counts the time its earlier attempts ran).
+                "wall_seconds": self.logger.wall_seconds(),
+                "attempts": len(getattr(self.logger, "attempts", [])) or 1,
                 "tokens_per_second": summary.get("train_tokens", 0.0) / rl_seconds if rl_seconds else 0.0,
                 "accuracy_gain": summary.get("accuracy_end", float("nan")) - summary.get("accuracy_start", float("nan")),
                 "run_dir": str(self.run_dir),
@@ -329,7 +362,18 @@ def trim_rollouts(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines) and not line.endswith("\n"):  # cut short by a kill: drawn again
+                continue
+            raise
+        if step <= last_step:
+            kept.append(line)
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(kept))
 
@@ -372,41 +416,132 @@ def build_rollout(start_dir: Path, rollout_cfg: RolloutConfig, topology: Topolog
 
 
 def run(cfg: RunConfig) -> int:
-    """``r1core train``: the whole pipeline for the run configuration ``cfg``."""
-    from tqdm import tqdm
+    """``r1core train``: the whole pipeline for the run configuration ``cfg``.
 
+    Returns 0, or ``EXIT_STOPPED`` (75) when a stop signal ended the run at a step boundary
+    (after saving a checkpoint once there is a policy to save)."""
     pipeline = Pipeline(cfg)
-    main = pipeline.topology.is_main
-    bar = tqdm(total=3 + cfg.trainer.steps, desc="r1core", unit="phase", dynamic_ncols=True, disable=not main)
+    status = "failed"
+    try:
+        pipeline.build_task()
+        sft_dir = pipeline.run_dir / "sft"
+        if pipeline.resume_step is not None and (sft_dir / "config.json").is_file():
+            # The cold start finished before the interruption: continue from its checkpoint.
+            pipeline.tokenizer = load_tokenizer(sft_dir)
+            start = sft_dir
+        else:
+            start = pipeline.build_model()
+            pipeline.check_stop()
+            start = pipeline.cold_start(start)
+        summary = pipeline.reinforce(start)
+        summary = pipeline.finish(summary)
+        status = "finished"
+    except StopRequested as stop:
+        status = "stopped"
+        pipeline.progress.close()
+        pipeline.logger.close(status)
+        if pipeline.topology.is_main:
+            advice = ("continue with --resume" if stop.checkpoint else
+                      "nothing was saved; --resume-or-start starts over")
+            print(f"r1core train: {stop}; {advice}", file=sys.stderr)
+        _end_distributed(pipeline.topology)
+        return EXIT_STOPPED
+    finally:
+        pipeline.progress.close()
+        if status == "failed":
+            pipeline.logger.close("failed")
+    if pipeline.topology.is_main:
+        print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds",
+                                                    "tokens_per_second") if k in summary}, indent=2))
+    _end_distributed(pipeline.topology)
+    return 0
 
-    def progress(message: str) -> None:
-        if not main:
-            return
-        bar.set_postfix_str(message, refresh=False)
-        if message.startswith(("rl step", "resumed")) or message.endswith("built"):
-            bar.update(1)
-        if message.startswith("eval"):
-            bar.write(message)
 
-    pipeline.build_task()
-    sft_dir = pipeline.run_dir / "sft"
-    if pipeline.resume_step is not None and (sft_dir / "config.json").is_file():
-        # The cold start finished before the interruption: continue from its checkpoint.
-        pipeline.tokenizer = load_tokenizer(sft_dir)
-        start = sft_dir
-        progress("model built")
-    else:
-        start = pipeline.build_model()
-        progress("model built")
-        start = pipeline.cold_start(start, progress)
-    progress("cold start built")
-    summary = pipeline.reinforce(start, progress)
-    summary = pipeline.finish(summary)
-    bar.close()
-    if main:
-        print(json.dumps({k: summary[k] for k in ("accuracy_start", "accuracy_end", "steps", "wall_seconds", "tokens_per_second") if k in summary}, indent=2))
-    if pipeline.topology.distributed:
+def _end_distributed(topology: Topology) -> None:
+    if topology.distributed:
         from r1core.parallel.groups import destroy_distributed
 
         destroy_distributed()
-    return 0
+
+
+# ---------------------------------------------------------------------- starting or resuming
+
+
+@dataclass
+class RunStart:
+    """How this attempt begins: from a checkpoint's step, from the beginning in a fresh
+    folder, or from the beginning over an earlier attempt that saved nothing (``restart``)."""
+
+    resume_step: Optional[int] = None
+    restart: bool = False
+
+
+def open_run_folder(cfg: RunConfig, topology: Topology) -> RunStart:
+    """Decide how this attempt starts, before anything is built; collective (every rank
+    looks at the same folder and checkpoints, before any rank writes).
+
+    A plain run refuses a folder that already holds one. A resume takes the newest intact
+    checkpoint (a damaged newer one is reported and passed over), refuses a configuration
+    whose model, data or algorithm keys differ from the checkpoint's (naming them), and
+    refuses a folder without a checkpoint unless ``checkpoint.start_if_none``.
+
+    Raises:
+        FileExistsError: a plain run in a folder that holds a run.
+        ConfigError: a resume that cannot continue (no intact checkpoint, changed keys,
+            ``trainer.steps`` below the checkpoint's step).
+    """
+    run_dir = Path(cfg.run.directory)
+    section = cfg.checkpoint
+    held = (run_dir / "metrics.jsonl").exists()
+    if not section.resume:
+        if held:
+            # Never mix two runs' logs and checkpoints, and never overwrite a finished run.
+            raise FileExistsError(
+                f"{run_dir} already holds a run: pass --resume to continue it (--resume-or-start if it saved "
+                f"no checkpoint yet), or choose another run.name (or delete the folder) to start a new one")
+        topology.barrier()
+        return RunStart()
+    manager = CheckpointManager(cfg.checkpoint_directory, keep_last=section.keep_last)
+    step, damaged = manager.newest_intact_step()
+    for bad_step, reason in damaged:
+        log.warning("checkpoint step %d is damaged and is passed over: %s", bad_step, reason)
+    if step is None:
+        if damaged:
+            raise ConfigError(f"checkpoint.resume: no intact checkpoint in {manager.directory} (every one is "
+                              f"damaged: {'; '.join(reason for _, reason in damaged)})", key="checkpoint.resume")
+        if not section.start_if_none:
+            raise ConfigError(f"checkpoint.resume: no checkpoint in {manager.directory} to resume from; "
+                              "--resume-or-start (checkpoint.start_if_none=true) starts from the beginning "
+                              "instead", key="checkpoint.resume")
+        if held:
+            log.warning("%s holds an earlier attempt that saved no checkpoint: starting over", run_dir)
+        topology.barrier()
+        return RunStart(restart=held)
+    saved_yaml = manager.load_config_yaml(step)
+    if saved_yaml is not None:
+        import yaml
+
+        changed = changed_for_resume(yaml.safe_load(saved_yaml) or {}, config_to_dict(cfg))
+        if changed:
+            raise ConfigError(
+                f"checkpoint.resume: the configuration differs from checkpoint step {step}'s in keys that change the "
+                f"model, data or algorithm: {', '.join(changed)}; resume with the saved values, or start a new run "
+                f"(another run.name). Keys a resume may change: {', '.join(RESUMABLE_KEYS)}", key="checkpoint.resume")
+    if cfg.trainer.steps < step:
+        raise ConfigError(f"trainer.steps={cfg.trainer.steps} is below the checkpoint's step {step}",
+                          key="trainer.steps")
+    if damaged:
+        log.warning("resuming from step %d, the newest intact checkpoint", step)
+    topology.barrier()
+    return RunStart(resume_step=step)
+
+
+def rl_progress_plan(cfg: RunConfig, resume_step: Optional[int]) -> tuple[int, int]:
+    """``(total, done)`` of the progress bar in steps before the cold start adds its own:
+    the RL steps and the evaluations (before the first step, every ``eval.every`` steps and
+    after the last), those up to ``resume_step`` already done."""
+    steps = cfg.trainer.steps
+    evals = [0] + [step for step in range(1, steps + 1) if step % cfg.eval.every == 0 or step == steps]
+    if resume_step is None:
+        return steps + len(evals), 0
+    return steps + len(evals), resume_step + sum(step <= resume_step for step in evals)

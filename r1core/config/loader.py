@@ -115,6 +115,8 @@ def load_config(
     schema_cls: type[SchemaT],
     yaml_path: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
+    *,
+    validate: bool = True,
 ) -> SchemaT:
     """Build a ``schema_cls`` instance from its defaults, a YAML file and dotted overrides.
 
@@ -124,13 +126,17 @@ def load_config(
         yaml_path: optional YAML file with a mapping that mirrors the schema's nesting.
         overrides: ``["section.key=value", ...]``; values are parsed as YAML scalars or
             lists (``a.b=[1,2]``), so ``lr=1e-6`` is a float and ``flag=true`` a bool.
+        validate: also run :func:`validate_config` (each section's file and cross-section
+            checks); off only where the files are not meant to be on this machine.
 
     Returns:
         An instance of ``schema_cls`` (nested dataclasses are real instances too).
 
     Raises:
         ConfigError: an unknown key (message lists the valid keys at that level), a value
-            whose type does not fit, a required value left unset, or a malformed override.
+            whose type does not fit, a value out of its range (a section's ``__post_init__``),
+            a file that is missing or unreadable (a section's ``validate()``), a required
+            value left unset, or a malformed override.
     """
     omegaconf = _omegaconf()
     OmegaConf = omegaconf.OmegaConf
@@ -154,12 +160,52 @@ def load_config(
         except omegaconf.errors.OmegaConfBaseException as error:
             raise _translate(error, schema_cls, source, fallback_key=key) from error
     try:
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        config = OmegaConf.to_object(merged)
     except omegaconf.errors.OmegaConfBaseException as error:
         raise _translate(error, schema_cls, "the assembled configuration") from error
     except (TypeError, ValueError, KeyError) as error:  # a schema's __post_init__ checks
-        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise ConfigError(f"invalid configuration: {reason}") from error
+        raise ConfigError(str(_reason(error))) from error
+    if validate:
+        validate_config(config)
+    return config  # type: ignore[return-value]
+
+
+def _reason(error: BaseException) -> object:
+    return error.args[0] if isinstance(error, KeyError) and error.args else error
+
+
+def validate_config(config: Any) -> None:
+    """Run every section's ``validate()`` (the checks that read files: a model's
+    ``config.json``, a data file), innermost sections first, then the root's (the checks
+    across sections).
+
+    A section's ``__post_init__`` checks its own values whenever it is built; ``validate()``
+    is kept for what needs the file system or another section, so that tests and library
+    code can build sections freely while a run is refused before any work.
+
+    Raises:
+        ConfigError: the first failed check, with the section's message (which names the key).
+    """
+    for node in _sections(config):
+        check = getattr(node, "validate", None)
+        if not callable(check):
+            continue
+        try:
+            check()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, OSError) as error:
+            raise ConfigError(str(_reason(error))) from error
+
+
+def _sections(node: Any) -> list[Any]:
+    """Dataclass instances inside ``node`` (``node`` included), children before parents."""
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+        return []
+    found: list[Any] = []
+    for spec in dataclasses.fields(node):
+        found += _sections(getattr(node, spec.name))
+    return [*found, node]
 
 
 def _start_from_presets(schema_cls: type, merged: Any, layers: Sequence[Any]) -> Any:

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
     slurm.add_argument("--rdzv-port", type=int, default=29500)
+    slurm.add_argument("--exclusive", action="store_true",
+                       help="ask for whole nodes (the script still starts --gpus-per-node workers per node)")
+    slurm.add_argument("--stop-warning", type=int, default=300, metavar="SECONDS",
+                       help="SLURM sends SIGUSR1 this long before the time limit: the run checkpoints and exits "
+                            "with 75 (0: no warning)")
+    slurm.add_argument("--log", default="%x-%j.out",
+                       help="the job's log, relative to the submission folder (default %(default)s)")
     slurm.add_argument("--output", help="write the script here instead of printing it")
     _add_layout_flags(slurm)
     parser.epilog = "torchrun/slurm: put the r1core subcommand after '--', e.g. -- train --config run.yaml"
@@ -231,9 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         partition=args.partition,
         account=args.account,
         rdzv_port=args.rdzv_port,
+        exclusive=args.exclusive,
+        stop_warning_s=args.stop_warning,
+        output=args.log,
         args=None if run_args is None else [*run_args, *overrides],
     )
     script = render_sbatch(spec)
+    # SLURM opens the log before the script runs: its folder must exist at submission.
+    log_folder = Path(args.log).parent
+    if str(log_folder) not in ("", ".") and "%" not in str(log_folder):
+        log_folder.mkdir(parents=True, exist_ok=True)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(script)

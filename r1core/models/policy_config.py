@@ -5,7 +5,9 @@ Importable without megatron-core, so a configuration is checked before anything 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -38,6 +40,34 @@ class PolicyConfig:
             raise ValueError(f"policy.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if not self.lr > 0:
             raise ValueError(f"policy.lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"policy.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.clip_grad >= 0:
+            raise ValueError(f"policy.clip_grad must be >= 0 (0 disables clipping), got {self.clip_grad}")
+
+    def validate(self) -> None:
+        """``hf_dir``, when given, is a folder whose ``config.json`` reads as a model the policy
+        builds (checked before any weight is read).
+
+        Raises:
+            ValueError: naming ``policy.hf_dir`` and what is wrong with it.
+        """
+        if not self.hf_dir:
+            return
+        from r1core.models.hf_config import from_hf_config
+
+        folder = Path(self.hf_dir)
+        if not folder.is_dir():
+            raise ValueError(f"policy.hf_dir={self.hf_dir!r} is not a folder (a Hugging Face checkpoint: "
+                             "config.json, weights, tokenizer)")
+        try:
+            from_hf_config(folder)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"policy.hf_dir={self.hf_dir!r}: unreadable config.json ({error})") from None
+        except ValueError as error:  # UnsupportedModelError, a missing size
+            raise ValueError(f"policy.hf_dir={self.hf_dir!r}: {error}") from None
+        except KeyError as error:
+            raise ValueError(f"policy.hf_dir={self.hf_dir!r}: config.json lacks {error}") from None
 
     def optim(self, lr: float | None = None) -> OptimConfig:
         """The optimiser settings of this policy, at learning rate ``lr`` (default ``self.lr``;

@@ -86,6 +86,12 @@ class ParallelConfig:
     """torch.distributed backend when r1core creates the default process group itself
     (None: ``nccl`` with CUDA, ``gloo`` otherwise)."""
 
+    def __post_init__(self) -> None:
+        # The sizes are checked together, against the world size, by resolve_layout (which
+        # lists every broken rule); a run calls it before anything is built.
+        if self.backend not in (None, "nccl", "gloo"):
+            raise ValueError(f"parallel.backend must be nccl, gloo or null, got {self.backend!r}")
+
     @property
     def expert_tensor_size(self) -> int:
         """Tensor-parallel size inside each expert (``expert_tensor``, else ``tensor``)."""

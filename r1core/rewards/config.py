@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,3 +22,19 @@ class RewardConfig:
     """Per-sample budget (a reward that declares it needs more, such as code execution with
     several test cases, gets what it declares); a sample over it scores 0 with the reason
     logged."""
+
+    def __post_init__(self) -> None:
+        from r1core.rewards.registry import list_rewards
+
+        if not self.weights:
+            raise ValueError("reward.weights is empty: name at least one reward (e.g. math_accuracy: 1.0)")
+        known = list_rewards()
+        for name, weight in self.weights.items():
+            if name not in known:
+                raise ValueError(f"reward.weights.{name}: unknown reward; valid: {', '.join(known)}")
+            if not math.isfinite(weight):
+                raise ValueError(f"reward.weights.{name} must be a finite number, got {weight}")
+        if self.num_workers < 1:
+            raise ValueError(f"reward.num_workers must be >= 1 (worker processes that score), got {self.num_workers}")
+        if not self.sample_timeout_s > 0:
+            raise ValueError(f"reward.sample_timeout_s must be > 0, got {self.sample_timeout_s}")

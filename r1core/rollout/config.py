@@ -12,6 +12,9 @@ EngineMode = Literal["in_process", "own_process"]
 #: staging buffer a fraction of the model.
 DEFAULT_BUCKET_BYTES = 256 * 1024 * 1024
 
+#: Engine dtypes vLLM accepts by name.
+ROLLOUT_DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float")
+
 
 @dataclass
 class RolloutConfig:
@@ -85,3 +88,11 @@ class RolloutConfig:
             raise ValueError(
                 f"kv_cache_memory_bytes must be positive or None, got {self.kv_cache_memory_bytes}"
             )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"rollout.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"rollout.dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.dtype!r}")
+        if self.seed < 0:
+            raise ValueError(f"rollout.seed must be >= 0, got {self.seed}")

@@ -9,7 +9,14 @@ backend (see ``weight_transfer.py``): shared memory on CPU, CUDA IPC on GPU.
 
 from __future__ import annotations
 
+import json
+import logging
+import logging.config
 import os
+import re
+import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +27,107 @@ from r1core._extras import require
 from r1core.rollout.bridge import SharedMemoryBuffer, WeightSource
 from r1core.rollout.config import RolloutConfig
 from r1core.rollout.weight_update import SyncStats, WeightUpdate
+
+
+# ---------------------------------------------------------------------- logging set-up
+
+# vLLM messages that say nothing wrong about an r1core run, dropped from a quiet console:
+# - "Chat template warmup failed": the engine runs without a tokenizer (prompts are token
+#   ids), so there is no chat template to warm up; vLLM logs it with a traceback.
+# - "<Layer>: Failed to load weights" for rotary caches and a tied LM head: a weight sync
+#   sends checkpoint tensors only, and these layers hold none of their own (the rotary cos/sin
+#   cache is derived, a tied head is the embedding). r1core's sync checks every parameter it
+#   sends itself and refuses an engine left stale (``weight_update.py``).
+# - Start-up notes about choices r1core makes on purpose: no tokenizer in the engine (r1core
+#   passes the stop token ids itself), eager mode (``enforce_eager``), per-request seeds.
+# - The CPU backend's notes (no Triton CPU backend, thread binding, preload hints for its
+#   allocator): they describe the platform, not the run, and repeat for every engine.
+# - vLLM ending its engine processes with SIGKILL when they take longer than its 5 s grace
+#   period to tear down (seen on every close of an engine in its own process on a busy CPU).
+HARMLESS_VLLM_MESSAGES = (
+    r"^Chat template warmup failed",
+    r"^\w*(RotaryEmbedding|ParallelLMHead): Failed to load weights$",
+    r"^Using None for EOS token id because tokenizer is not initialized",
+    r"^The global random seed is set to",
+    r"^Enforce eager set",
+    r"^Inductor compilation was disabled",
+    r"^Triton is (not installed|installed, but doesn't include CPU backend)",
+    r"^Model Runner V2 requires Triton",
+    r"^Reset SSM cache type",
+    r"^CPU backend doesn't allow to use `torch.set_num_threads`",
+    r"^lib(tcmalloc|iomp) is not found in LD_PRELOAD",
+    r"^\[shutdown\] (Process manager: force killing remaining process|force killing sub process|"
+    r"Executor: workers still running after)",
+)
+
+
+class HarmlessVLLMMessages(logging.Filter):
+    """Drops :data:`HARMLESS_VLLM_MESSAGES` (installed on vLLM's handler in every process
+    through ``VLLM_LOGGING_CONFIG_PATH``)."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.patterns = [re.compile(pattern) for pattern in HARMLESS_VLLM_MESSAGES]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is shown as it is
+            return True
+        return not any(pattern.search(message) for pattern in self.patterns)
+
+
+def quiet_spawned_engine() -> None:
+    """In an engine process the run spawned (vLLM's engine core), before vLLM is imported:
+    drop :data:`HARMLESS_VLLM_MESSAGES` that vLLM logs before its logging configuration is
+    applied (they reach Python's last-resort handler) and vLLM's deprecation warnings.
+    ``VLLM_LOGGING_CONFIG_PATH``, inherited from the trainer, covers everything after."""
+    if logging.lastResort is not None:
+        logging.lastResort.addFilter(HarmlessVLLMMessages())
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
+
+
+def configure_vllm_logging(verbose: bool = False, directory: str | None = None) -> str:
+    """vLLM's logging for this process and the engine processes it spawns: WARNING and up,
+    :data:`HARMLESS_VLLM_MESSAGES` dropped (``verbose``: INFO and up, nothing dropped).
+
+    vLLM reads ``VLLM_LOGGING_CONFIG_PATH`` when it is imported and whenever it configures an
+    engine, in every process; the JSON written here (into ``directory``, default the
+    system's temporary folder) is that configuration. Returns its path.
+    """
+    level = "INFO" if verbose else "WARNING"
+    handler: dict[str, Any] = {"class": "logging.StreamHandler", "formatter": "r1core_vllm", "level": level,
+                               "stream": "ext://sys.stderr"}
+    config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"r1core_vllm": {"format": "vLLM %(levelname)s %(asctime)s %(message)s",
+                                       "datefmt": "%H:%M:%S"}},
+        "filters": {} if verbose else {"harmless": {"()": f"{__name__}.HarmlessVLLMMessages"}},
+        "handlers": {"vllm": handler if verbose else {**handler, "filters": ["harmless"]}},
+        "loggers": {"vllm": {"handlers": ["vllm"], "level": level, "propagate": False}},
+    }
+    # One file per level, the same for every process; replaced atomically, so a reader
+    # never sees half of it.
+    path = os.path.join(directory or tempfile.gettempdir(), f"r1core-vllm-logging-{level.lower()}.json")
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w") as handle:
+        json.dump(config, handle)
+    os.replace(partial, path)
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = path
+    os.environ["VLLM_LOGGING_LEVEL"] = level
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
+    if "vllm.logger" in sys.modules:  # already imported: apply now as well
+        logging.config.dictConfig(config)
+    if not verbose:
+        # Messages logged before vLLM's own configuration is applied reach the root logger.
+        for root_handler in logging.getLogger().handlers:
+            if not any(isinstance(f, HarmlessVLLMMessages) for f in root_handler.filters):
+                root_handler.addFilter(HarmlessVLLMMessages())
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm(\.|$)")
+        if logging.lastResort is not None:
+            logging.lastResort.addFilter(HarmlessVLLMMessages())
+    return path
 
 
 @dataclass
@@ -112,6 +220,8 @@ class VLLMRollout:
             enable_prefix_caching=config.enable_prefix_caching,
             tensor_parallel_size=config.tensor_parallel_size,
             logprobs_mode="processed_logprobs",
+            # The run draws one progress bar of its own; vLLM's loading bar would sit under it.
+            use_tqdm_on_load=False,
             weight_transfer_config=WeightTransferConfig(backend=self.backend),
             # Imported by each worker before the model loads: registers the backends
             # in a spawned engine process too.

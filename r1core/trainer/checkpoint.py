@@ -26,6 +26,9 @@ checkpoint is untouched, and the next :class:`CheckpointManager` cleans the left
 Loading picks the newest committed ``step_*`` directory that holds ``meta.json`` (so a
 stale ``latest`` pointer, e.g. from a kill between the rename and the pointer update, can
 never hide a complete checkpoint) and reads this rank's file with ``weights_only=True``.
+``meta.json`` records every rank file's size and SHA-256 (hashed while it is written), so
+:meth:`CheckpointManager.newest_intact_step` can pass over a checkpoint damaged after its
+commit (a truncated copy, a disk error) and name it, instead of failing in ``torch.load``.
 
 Without an initialised ``torch.distributed`` process group the barriers are no-ops and the
 process is rank 0 of 1. The directory must be on a file system every rank sees.
@@ -33,12 +36,14 @@ process is rank 0 of 1. The directory must be on a file system every rank sees.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,16 +57,43 @@ TEMP_PREFIX = ".tmp_"
 TRASH_PREFIX = ".trash_"
 LATEST = "latest"
 META = "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json records each rank file's size and SHA-256
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit this run (saved by a different number of ranks)."""
 
 
+class CheckpointDamagedError(RuntimeError):
+    """A committed checkpoint's files are unreadable or differ from what was saved."""
+
+
+class _HashingWriter:
+    """A binary file wrapper that counts and hashes what ``torch.save`` writes through it, so
+    the checksum costs no second read of the shard."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+#: Signals ``checkpoint.stop_signals`` may name: those a scheduler or a user sends to ask a
+#: job to stop (SIGKILL and SIGSTOP cannot be caught).
+STOP_SIGNAL_NAMES = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT")
+
+
 @dataclass
 class CheckpointConfig:
-    """Where and how often the trainer checkpoints."""
+    """Where and how often the trainer checkpoints, how a run resumes, and how it stops."""
 
     directory: str = ""
     """Folder holding the step directories, on storage every rank sees ("": the run
@@ -71,7 +103,32 @@ class CheckpointConfig:
     keep_last: int = 3
     """Committed checkpoints kept; older ones are deleted after each save (0: keep all)."""
     resume: bool = False
-    """Continue from the newest committed checkpoint in ``directory`` if there is one."""
+    """Continue from the newest intact checkpoint in ``directory``. A run folder without one
+    is refused (see ``start_if_none``); a damaged newest checkpoint is reported and the newest
+    intact one is used; changed model, data or algorithm keys are refused by name."""
+    start_if_none: bool = False
+    """With ``resume``: start from the beginning when the folder holds no checkpoint yet, so
+    the same command serves the first attempt and every requeue (``--resume-or-start``)."""
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Signals that stop the run gracefully: it finishes the step in progress, saves a
+    checkpoint and exits with status 75 (SLURM sends SIGTERM at preemption and at the time
+    limit; ``#SBATCH --signal=USR1@300`` asks for SIGUSR1 five minutes before it)."""
+    stop_timeout_s: float = 300.0
+    """Longest time from a stop signal to the exit: past it the run exits at once, without
+    a new checkpoint, with status 128 + the signal's number."""
+
+    def __post_init__(self) -> None:
+        if self.interval < 0:
+            raise ValueError(f"checkpoint.interval must be >= 0 (0: only at the end), got {self.interval}")
+        if self.keep_last < 0:
+            raise ValueError(f"checkpoint.keep_last must be >= 0 (0: keep all), got {self.keep_last}")
+        if self.start_if_none and not self.resume:
+            raise ValueError("checkpoint.start_if_none=true needs checkpoint.resume=true (or use --resume-or-start)")
+        for name in self.stop_signals:
+            if name not in STOP_SIGNAL_NAMES:
+                raise ValueError(f"checkpoint.stop_signals: {name!r} is not one of {', '.join(STOP_SIGNAL_NAMES)}")
+        if not self.stop_timeout_s > 0:
+            raise ValueError(f"checkpoint.stop_timeout_s must be > 0, got {self.stop_timeout_s}")
 
 
 @dataclass
@@ -207,18 +264,21 @@ class CheckpointManager:
         payload["step"] = step
         shard = temporary / rank_filename(self.rank)
         partial = shard.with_name(shard.name + ".partial")
+        record: Any = None
         try:
             with open(partial, "wb") as handle:
-                torch.save(payload, handle)
+                hashed = _HashingWriter(handle)
+                torch.save(payload, hashed)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, shard)
-            failure = None
+            record = {"bytes": hashed.size, "sha256": hashed.digest.hexdigest()}
         except Exception as error:  # reported to every rank below, then re-raised
-            failure = f"rank {self.rank}: {type(error).__name__}: {error}"
+            record = f"rank {self.rank}: {type(error).__name__}: {error}"
         # Every rank learns whether every shard was written, so one rank's full disk fails
         # the save everywhere instead of leaving the others waiting in a barrier.
-        failures = [item for item in self._gather(failure) if item is not None]
+        records = self._gather(record)
+        failures = [item for item in records if isinstance(item, str)]
         if failures:
             if self.rank == 0:
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -227,7 +287,7 @@ class CheckpointManager:
         failure = None
         if self.rank == 0:
             try:
-                self._commit(step, temporary, final, config_yaml)
+                self._commit(step, temporary, final, config_yaml, records)
             except Exception as error:
                 failure = f"rank 0 commit: {type(error).__name__}: {error}"
                 if not self.distributed:
@@ -237,15 +297,16 @@ class CheckpointManager:
             raise RuntimeError(f"checkpoint step {step} not committed: {commit_failure}")
         return final
 
-    def _gather(self, item: Optional[str]) -> list[Optional[str]]:
+    def _gather(self, item: Any) -> list[Any]:
         """Every rank's ``item``, on every rank (a collective: it also acts as a barrier)."""
         if not self.distributed:
             return [item]
-        gathered: list[Optional[str]] = [None] * self.world_size
+        gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, item, group=self.group)
         return gathered
 
-    def _commit(self, step: int, temporary: Path, final: Path, config_yaml: str | None) -> None:
+    def _commit(self, step: int, temporary: Path, final: Path, config_yaml: str | None,
+                records: list[dict[str, Any]]) -> None:
         files = sorted(entry.name for entry in temporary.iterdir())
         expected = [rank_filename(rank) for rank in range(self.world_size)]
         missing = sorted(set(expected) - set(files))
@@ -258,6 +319,7 @@ class CheckpointManager:
             "step": step,
             "world_size": self.world_size,
             "files": expected,
+            "checksums": {name: record for name, record in zip(expected, records)},
             "saved_at_unix": time.time(),
         }
         # meta.json marks the directory complete; written after every rank file.
@@ -291,28 +353,93 @@ class CheckpointManager:
             shutil.rmtree(trash, ignore_errors=True)
 
     # -- load ------------------------------------------------------------------------------
+    def _meta(self, step: int) -> dict[str, Any]:
+        path = self.directory / step_dirname(step)
+        meta_path = path / META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no committed checkpoint at {str(path)!r} (meta.json missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            world_size = int(meta["world_size"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise CheckpointDamagedError(f"{meta_path}: unreadable ({error})") from None
+        if world_size != self.world_size:
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r} was saved by {world_size} ranks; this run has "
+                f"{self.world_size}"
+            )
+        return meta
+
+    def damage(self, step: int) -> Optional[str]:
+        """Why this rank's part of checkpoint ``step`` cannot be loaded, or None when it is
+        intact: an unreadable ``meta.json``, a missing rank file, or one whose size or SHA-256
+        differs from what the save recorded (checkpoints written before checksums were
+        recorded are checked for presence only). Reads this rank's file once.
+
+        Raises:
+            CheckpointMismatchError: it was saved by a different number of ranks (not damage:
+                the run does not fit it).
+        """
+        try:
+            meta = self._meta(step)
+        except CheckpointDamagedError as error:
+            return str(error)
+        name = rank_filename(self.rank)
+        shard = self.directory / step_dirname(step) / name
+        if not shard.is_file():
+            return f"{shard} is missing"
+        expected = meta.get("checksums", {}).get(name)
+        if expected is None:
+            return None
+        size = shard.stat().st_size
+        if size != expected["bytes"]:
+            return f"{shard} holds {size} bytes, {expected['bytes']} were saved"
+        digest = hashlib.sha256()
+        with open(shard, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected["sha256"]:
+            return f"{shard} does not match its SHA-256 recorded at save time"
+        return None
+
+    def newest_intact_step(self) -> tuple[Optional[int], list[tuple[int, str]]]:
+        """The newest committed step whose files are intact on every rank, and the newer
+        damaged ones with the reasons (newest first). Collective: every rank must call it.
+
+        Raises:
+            CheckpointMismatchError: a checkpoint was saved by a different number of ranks.
+        """
+        damaged: list[tuple[int, str]] = []
+        for step in reversed(self.committed_steps()):
+            reasons = [reason for reason in self._gather(self.damage(step)) if reason is not None]
+            if not reasons:
+                return step, damaged
+            damaged.append((step, "; ".join(reasons)))
+        return None, damaged
+
     def load(self, step: int, map_location: Any = "cpu") -> Checkpoint:
         """Load this rank's state of the committed checkpoint ``step``.
 
         Raises:
             FileNotFoundError: no committed checkpoint for ``step``.
             CheckpointMismatchError: it was saved by a different number of ranks.
+            CheckpointDamagedError: its meta.json or this rank's file does not load.
         """
         path = self.directory / step_dirname(step)
-        meta_path = path / META
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"no committed checkpoint at {str(path)!r} (meta.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta["world_size"] != self.world_size:
-            raise CheckpointMismatchError(
-                f"checkpoint {str(path)!r} was saved by {meta['world_size']} ranks; this run has "
-                f"{self.world_size}"
-            )
-        state = torch.load(path / rank_filename(self.rank), map_location=map_location, weights_only=True)
+        meta = self._meta(step)
+        try:
+            state = torch.load(path / rank_filename(self.rank), map_location=map_location, weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+            raise CheckpointDamagedError(f"{path / rank_filename(self.rank)} does not load ({error})") from None
         state.pop("step", None)
         config_path = path / "config.yaml"
         config_yaml = config_path.read_text() if config_path.is_file() else None
         return Checkpoint(step=meta["step"], path=path, state=state, meta=meta, config_yaml=config_yaml)
+
+    def load_config_yaml(self, step: int) -> Optional[str]:
+        """The run configuration saved with checkpoint ``step`` (None if it has none)."""
+        path = self.directory / step_dirname(step) / "config.yaml"
+        return path.read_text() if path.is_file() else None
 
     def load_latest(self, map_location: Any = "cpu") -> Optional[Checkpoint]:
         """Load the newest committed checkpoint, or return None when there is none."""

@@ -42,6 +42,21 @@ class EmbeddedModelConfig:
     seed: int = 0
     """Seed of the random initialisation."""
 
+    def __post_init__(self) -> None:
+        for key in ("hidden_size", "num_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+                    "max_position_embeddings"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"embedded.model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"embedded.model.hidden_size={self.hidden_size} is not divisible by "
+                             f"embedded.model.num_attention_heads={self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"embedded.model.num_attention_heads={self.num_attention_heads} is not divisible by "
+                             f"embedded.model.num_key_value_heads={self.num_key_value_heads}")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError(f"embedded.model: head size hidden_size / num_attention_heads = "
+                             f"{self.hidden_size // self.num_attention_heads} must be even (rotary embeddings)")
+
 
 @dataclass
 class EmbeddedConfig:
@@ -51,6 +66,10 @@ class EmbeddedConfig:
     """Target BPE vocabulary (special tokens and single digits included)."""
     model: EmbeddedModelConfig = field(default_factory=EmbeddedModelConfig)
     """Shape of the random-initialised Qwen2 model."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 1:
+            raise ValueError(f"embedded.vocab_size must be >= 1, got {self.vocab_size}")
 
 
 def train_tokenizer(corpus: Iterable[str], out_dir: str | Path, *, vocab_size: int = 256):

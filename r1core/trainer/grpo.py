@@ -70,6 +70,19 @@ class GRPOConfig:
     seed: int = 0
     """Seed of sampling and data order."""
 
+    def __post_init__(self) -> None:
+        for key in ("steps", "prompts_per_step", "samples_per_prompt", "max_response_tokens", "epochs_per_step",
+                    "mini_batches", "micro_batch_size"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ValueError(f"trainer.{key} must be >= 1, got {value}")
+        if not self.temperature > 0:
+            raise ValueError(f"trainer.temperature must be > 0 (the log-probs divide by it), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"trainer.top_p must be in (0, 1], got {self.top_p}")
+        if self.seed < 0:
+            raise ValueError(f"trainer.seed must be >= 0, got {self.seed}")
+
 
 @dataclass
 class StepResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -41,6 +42,56 @@ class SFTConfig:
     """``r1core sft``: jsonl file of ``{"prompt": ..., "response": ...}`` traces."""
     seed: int = 0
     """Shuffling seed."""
+    max_row_bytes: int = 1 << 20
+    """Longest line of ``traces`` accepted (bytes); a longer one is refused before any work,
+    so one oversized row cannot swell the process while it is tokenised."""
+
+    def __post_init__(self) -> None:
+        if not self.epochs >= 0:
+            raise ValueError(f"sft.epochs must be >= 0 (0 skips the cold start), got {self.epochs}")
+        for key in ("batch_size", "micro_batch_size", "max_row_bytes"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"sft.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"sft.lr must be > 0, got {self.lr}")
+        if not 0 <= self.trace_noise <= 1:
+            raise ValueError(f"sft.trace_noise must be in [0, 1], got {self.trace_noise}")
+
+    def validate(self) -> None:
+        """``traces``, when given, is a non-empty UTF-8 ``.jsonl`` file whose lines are at most
+        ``max_row_bytes`` long (read once, a line at a time; the rows' fields are checked by
+        the loader, which names the line).
+
+        Raises:
+            ValueError: naming ``sft.traces``, the line and what is wrong.
+        """
+        if not self.traces:
+            return
+        path = Path(self.traces)
+        if path.suffix != ".jsonl":
+            raise ValueError(f"sft.traces={self.traces!r}: expected a .jsonl file (one JSON object per line), "
+                             f"got a {path.suffix or 'suffix-less'} file")
+        if not path.is_file():
+            raise ValueError(f"sft.traces={self.traces!r}: no such file")
+        rows = 0
+        with open(path, "rb") as handle:
+            for number, line in enumerate(iter(lambda: handle.readline(self.max_row_bytes + 1), b""), start=1):
+                # readline stops one byte past the limit, so a longer line is never held whole.
+                if len(line.rstrip(b"\r\n")) > self.max_row_bytes:
+                    raise ValueError(f"sft.traces={self.traces!r}: line {number} is longer than sft.max_row_bytes="
+                                     f"{self.max_row_bytes}")
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"sft.traces={self.traces!r}: line {number} is not UTF-8 ({error.reason} at "
+                                     f"byte {error.start})") from None
+                rows += bool(text.strip())
+        if not rows:
+            raise ValueError(f"sft.traces={self.traces!r}: the file holds no rows")
+
+    def num_steps(self, num_examples: int) -> int:
+        """Optimiser steps :func:`run_sft` takes over ``num_examples`` traces."""
+        return max(1, int(round(self.epochs * num_examples / self.batch_size)))
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: MicroBatch):
@@ -88,7 +139,7 @@ def run_sft(
         if not prompt or not response:
             raise ValueError(f"SFT example {index} has an empty prompt or response")
     rng = random.Random(config.seed)
-    num_steps = max(1, int(round(config.epochs * len(examples) / config.batch_size)))
+    num_steps = config.num_steps(len(examples))
     order: list[int] = []
     history = []
     for step in range(num_steps):

@@ -54,7 +54,7 @@ def test_torchrun_passes_the_layout_on_as_overrides(capsys):
                    "--", "train", "--config", "run.yaml"])
     out = capsys.readouterr().out.strip()
     assert status == 0
-    assert out == ("torchrun --standalone --nnodes=1 --nproc-per-node=8 -m r1core.cli train "
+    assert out == ("python -m r1core.launch.node -- --standalone --nnodes=1 --nproc-per-node=8 -m r1core.cli train "
                    "--config run.yaml parallel.tensor=2 parallel.sequence_parallel=true")
     assert main(["torchrun", "--nproc-per-node", "8", "--tp", "3", "--", "train"]) == EXIT_INVALID_LAYOUT
 

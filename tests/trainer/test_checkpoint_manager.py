@@ -206,3 +206,57 @@ def test_a_failed_write_commits_nothing(tmp_path):
     assert manager.committed_steps() == [1]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp_")]
     assert torch.equal(manager.load_latest().state["x"], torch.ones(1))
+
+
+def test_meta_records_each_rank_files_size_and_sha256(tmp_path):
+    import hashlib
+
+    manager = CheckpointManager(tmp_path)
+    path = manager.save(5, {"value": torch.arange(10.0)})
+    meta = json.loads((path / "meta.json").read_text())
+    shard = (path / "rank_00000.pt").read_bytes()
+    assert meta["checksums"]["rank_00000.pt"] == {"bytes": len(shard), "sha256": hashlib.sha256(shard).hexdigest()}
+    assert manager.damage(5) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "remove", "meta"])
+def test_a_damaged_newest_checkpoint_is_named_and_the_newest_intact_one_used(tmp_path, damage):
+    from r1core.trainer.checkpoint import CheckpointDamagedError
+
+    manager = CheckpointManager(tmp_path, keep_last=0)
+    for step in (1, 2, 3):
+        manager.save(step, {"value": torch.full((1000,), float(step))})
+    shard = tmp_path / step_dirname(3) / "rank_00000.pt"
+    if damage == "truncate":  # a copy cut short
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif damage == "flip":  # same size, one bit wrong
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 1
+        shard.write_bytes(bytes(data))
+    elif damage == "remove":
+        shard.unlink()
+    else:
+        (tmp_path / step_dirname(3) / "meta.json").write_text("{")
+    step, damaged = manager.newest_intact_step()
+    assert step == 2
+    assert [s for s, _ in damaged] == [3]
+    expected = {"truncate": "holds 100 bytes", "flip": "does not match its SHA-256", "remove": "is missing",
+                "meta": "meta.json: unreadable"}[damage]
+    assert expected in damaged[0][1]
+    assert torch.equal(manager.load(step).state["value"], torch.full((1000,), 2.0))
+    if damage == "truncate":
+        with pytest.raises(CheckpointDamagedError, match="does not load"):
+            manager.load(3)
+    # Saving the step again replaces the damaged checkpoint.
+    manager.save(3, {"value": torch.full((1000,), 3.0)})
+    assert manager.newest_intact_step() == (3, [])
+
+
+def test_checkpoints_without_checksums_are_checked_for_presence(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    path = manager.save(1, {"value": torch.ones(3)})
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["checksums"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert manager.newest_intact_step() == (1, [])
+    assert manager.load_config_yaml(1) is None
