@@ -30,8 +30,7 @@ import torch
 
 from perf.harness import H100_BF16_TFLOPS, Result, device_name, time_ms, write_results
 from r1core.ops import available, fused_logprobs
-from r1core.ops.inputs import make_logprobs_inputs
-from r1core.ops.testing import peak_memory_bytes
+from r1core.testing import make_logprobs_inputs, peak_memory_bytes
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

@@ -24,8 +24,7 @@ import torch
 from perf.bench_fused_logprobs import DTYPES, naive_logprobs
 from perf.harness import H100_BF16_TFLOPS, Result, device_name, time_ms, write_results
 from r1core.ops import available, fused_grpo_loss, fused_logprobs, grpo_loss
-from r1core.ops.inputs import make_grpo_loss_inputs, make_logprobs_inputs
-from r1core.ops.testing import peak_memory_bytes
+from r1core.testing import make_grpo_loss_inputs, make_logprobs_inputs, peak_memory_bytes
 
 LOSS_SETTINGS = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.001, kl_estimator="k3", aggregation="token-mean")
 

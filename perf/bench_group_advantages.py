@@ -28,8 +28,8 @@ import torch
 from perf.harness import Result, environment, time_ms, write_results
 from perf.profiling import host_us_per_call, launches_per_call
 from r1core.ops import available, group_advantages, group_advantages_reference
-from r1core.ops.advantages import dense_group_index
-from r1core.ops.inputs import make_group_rewards
+from r1core.ops.group_advantages import dense_group_index
+from r1core.testing import make_group_rewards
 
 
 def naive_fixed(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +88,7 @@ def main() -> None:
         expected = group_advantages_reference(rewards, dense, "grpo", 1e-6)
         impls = {}
         if "triton" in backends:
-            from r1core.ops.advantages_triton import TritonGroupAdvantages
+            from r1core.ops.group_advantages_triton import TritonGroupAdvantages
 
             op = TritonGroupAdvantages()
             if group_size == "ragged":

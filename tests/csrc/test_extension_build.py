@@ -54,7 +54,7 @@ FALLBACK = textwrap.dedent(
     import warnings, torch
     {setup}
     import r1core.ops as ops
-    from r1core.ops.inputs import make_group_rewards
+    from r1core.testing import make_group_rewards
     # group_advantages prefers the cpp backend on CPU, so it is the op that falls back.
     rewards = make_group_rewards(4, 3)
     with warnings.catch_warnings(record=True) as caught:

@@ -25,7 +25,7 @@ def _configs():
     """(name, kernel, signature, constexprs, num_warps) of the launches r1core makes."""
     import triton.language as tl
 
-    from r1core.kernels import advantages, grpo_loss
+    from r1core.kernels import group_advantages as advantages, grpo_loss
 
     tensors = ["logp_ptr", "old_ptr", "adv_ptr", "mask_ptr", "ref_ptr", "rollout_ptr"]
     strides = {n: "i64" for n in ("stride_logp", "stride_old", "stride_adv_b", "stride_adv_t", "stride_mask", "stride_ref", "stride_rollout")}

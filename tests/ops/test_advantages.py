@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from r1core.ops import available, group_advantages, group_advantages_reference
-from r1core.ops.advantages import MODES, dense_group_index
-from r1core.ops.inputs import make_group_rewards
+from r1core.ops.group_advantages import MODES, dense_group_index
+from r1core.testing import make_group_rewards
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(device, backend) for device in DEVICES for backend in available("group_advantages", device)]
@@ -155,7 +155,7 @@ def test_float64_rewards_flags_exact(device, backend):
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not usable here")
 def test_large_groups_fall_back_to_ragged_kernels():
-    from r1core.kernels.advantages import MAX_FIXED_BLOCK
+    from r1core.kernels.group_advantages import MAX_FIXED_BLOCK
 
     group_size = MAX_FIXED_BLOCK + 5
     rewards = make_group_rewards(2, group_size, binary=False)
@@ -167,7 +167,7 @@ def test_large_groups_fall_back_to_ragged_kernels():
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not usable here")
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    import r1core.ops.advantages_triton  # noqa: F401  (registers the ops)
+    import r1core.ops.group_advantages_triton  # noqa: F401  (registers the ops)
 
     rewards = make_group_rewards(5, 4, device=device, binary=False)
     ids = dense_group_index(torch.tensor([0, 1, 2, 3] * 5, device=device))
@@ -192,7 +192,7 @@ def test_cuda_no_host_sync_and_one_launch(kwargs):
     if "group_size" in kwargs:
         from torch.profiler import ProfilerActivity, profile
 
-        from r1core.ops.advantages_triton import TritonGroupAdvantages
+        from r1core.ops.group_advantages_triton import TritonGroupAdvantages
 
         impl = TritonGroupAdvantages()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -9,16 +9,13 @@ outside its slice.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from r1core.ops import available, fused_grpo_loss, fused_logprobs
-from r1core.ops.inputs import make_grpo_loss_inputs, make_logprobs_inputs
+from r1core.testing import make_grpo_loss_inputs, make_logprobs_inputs
+from r1core.testing.distributed import run_workers
 
 WORLD = 2
 BATCH, LENGTH, HIDDEN, VOCAB_LOCAL = 4, 9, 32, 259
@@ -44,6 +41,7 @@ def _check(rank, backend, group):
     tokens, vocab = BATCH * LENGTH, VOCAB_LOCAL * WORLD
     hidden, weight, labels = make_logprobs_inputs(tokens, HIDDEN, vocab, seed=7)
     assert ((labels < VOCAB_LOCAL).any() and (labels >= VOCAB_LOCAL).any()), "labels must span both shards"
+    labels[[3, 20]] = -100  # ignored tokens: no shard's columns, zero log p and gradient
     rows = slice(rank * VOCAB_LOCAL, (rank + 1) * VOCAB_LOCAL)
     generator = torch.Generator().manual_seed(3)
     a, b = torch.randn(tokens, generator=generator), torch.randn(tokens, generator=generator)
@@ -79,18 +77,14 @@ def _check(rank, backend, group):
         _assert_rounding_close(tp_weight_grad, single_weight_grad[rows])
 
 
-def _worker(rank: int, init_file: str, backend: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        _check(rank, backend, dist.group.WORLD)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, world_size: int, backend: str) -> None:
+    torch.set_num_threads(1)
+    _check(rank, backend, dist.group.WORLD)
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tp2_equals_tp1(backend):
-    # Spawned workers inherit the environment, TRITON_INTERPRET included.
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(os.path.join(tmp, "rendezvous"), backend), nprocs=WORLD, join=True)
+    # Spawned workers inherit the environment, TRITON_INTERPRET included; a failing worker's
+    # own traceback and native output are in the failure message.
+    run_workers(_worker, WORLD, backend, timeout=600)

@@ -8,7 +8,7 @@ implementations, so they compose with ``torch.compile`` and pass ``opcheck``:
 * ``r1core::logprobs_backward_triton(hidden, weight, labels, lse, entropy, grad_logp,
   grad_entropy, inv_temperature)`` -> ``(grad_hidden [N, H], grad_weight [V, H])``
 
-Their contracts are those of the reference primitives in :mod:`r1core.ops.logprobs`; the
+Their contracts are those of the reference primitives in :mod:`r1core.ops.fused_logprobs`; the
 autograd Function there combines them (and the tensor-parallel all-reduces) into the op.
 ``custom_op`` + ``register_fake`` is used rather than ``triton_op``: the latter hands fake
 tensors to the Triton interpreter under ``torch.compile`` when ``TRITON_INTERPRET=1``.
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from r1core.kernels import logprobs as kernels
+from r1core.kernels import fused_logprobs as kernels
 from r1core.ops import _backend
-from r1core.ops.logprobs import NUM_STATS, LogprobsImpl
+from r1core.ops.fused_logprobs import NUM_STATS, LogprobsImpl
 
 
 @torch.library.custom_op("r1core::logprobs_stats_triton", mutates_args=())

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from r1core.kernels import advantages as kernels
+from r1core.kernels import group_advantages as kernels
 from r1core.ops import _backend
-from r1core.ops.advantages import MODES, GroupAdvantages
+from r1core.ops.group_advantages import MODES, GroupAdvantages
 
 
 def _check_mode(mode: str) -> int:
@@ -93,7 +93,7 @@ def _(rewards, group_ids, mode, eps):
 
 class TritonGroupAdvantages:
     """Backend object of ``group_advantages``: called with the ragged signature of
-    :func:`r1core.ops.advantages.group_advantages_reference`; ``fixed_size`` serves equal
+    :func:`r1core.ops.group_advantages.group_advantages_reference`; ``fixed_size`` serves equal
     contiguous groups in one launch."""
 
     def __call__(self, rewards: torch.Tensor, group_ids: torch.Tensor, mode: str, eps: float) -> GroupAdvantages:
