@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "perf" / "results"
+RESULTS = Path(os.environ.get("R1CORE_RESULTS_DIR") or REPO / "perf" / "results")  # as perf.harness
 SUMMARY_RESERVE_S = 8.0  # kept back for the summary and the copy to $OUT
 
 
@@ -156,7 +156,8 @@ def _shape_args(ctx: Context, tokens: int) -> list[str]:
 
 def _bench_logprobs(tokens: int) -> Callable[[Context], list[str]]:
     def command(ctx: Context) -> list[str]:
-        return _python(ctx, "-m", "perf.bench_fused_logprobs", *_shape_args(ctx, tokens), "--no-compile", "--entropy")
+        return _python(ctx, "-m", "perf.bench_fused_logprobs", *_shape_args(ctx, tokens), "--no-compile", "--entropy",
+                       "--result-name", f"fused_logprobs_n{tokens}")
 
     return command
 
@@ -166,11 +167,12 @@ def _bench_grpo_loss(ctx: Context) -> list[str]:
         shape = ["--batch", "2", "--length", "8", "--hidden", "32", "--vocab", "300", "--dtype", "fp32", "--reps", "1"]
     else:
         shape = ["--batch", "64", "--length", "256", "--hidden", "4096", "--vocab", "151936", "--dtype", "bf16"]
-    return _python(ctx, "-m", "perf.bench_fused_loss", *shape)
+    return _python(ctx, "-m", "perf.bench_fused_loss", *shape, "--no-compile")
 
 
 def _bench_advantages(ctx: Context) -> list[str]:
     size = ["--batch", "64", "--reps", "2"] if ctx.rehearsal else ["--batch", "8192"]
+    size.append("--no-compile")
     return _python(ctx, "-m", "perf.bench_group_advantages", *size)
 
 
@@ -181,14 +183,14 @@ def _bench_policy_step(ctx: Context) -> list[str] | None:
 STEPS = [
     Step("environment", 20, 5, "device, peaks, versions, peers present", _environment),
     Step("install", 60, 10, "r1core -e without extension; wheels from .whl/", _install),
-    Step("build-extension", 300, 30, "r1core._C for sm_90a with ninja (background)", _build_extension, background=True),
-    Step("op-tests", 150, 30, "op tests: CUDA cases and gpu-marked, fixed autotune set", _op_tests),
-    Step("bench-logprobs-4096", 60, 15, "fused_logprobs N=4096 H=4096 V=151936 bf16", _bench_logprobs(4096)),
-    Step("bench-logprobs-16384", 90, 20, "fused_logprobs N=16384 H=4096 V=151936 bf16", _bench_logprobs(16384)),
-    Step("bench-grpo-loss", 60, 15, "fused_grpo_loss N=16384 (64 x 256) bf16", _bench_grpo_loss),
-    Step("bench-advantages", 30, 8, "group_advantages public function, B=8192", _bench_advantages),
-    Step("extension-tests", 60, 10, "cuda backend tests (after the build)", _extension_tests, waits_for="build-extension"),
-    Step("bench-policy-step", 90, 20, "Megatron-Core policy bf16 train step, Qwen3-0.6B shape", _bench_policy_step),
+    Step("build-extension", 300, 30, "r1core._C for sm_90a with ninja", _build_extension, background=True),
+    Step("op-tests", 120, 30, "op tests: CUDA cases and gpu-marked, fixed autotune set", _op_tests),
+    Step("bench-advantages", 25, 8, "group_advantages public function, B=8192", _bench_advantages),
+    Step("bench-logprobs-4096", 45, 15, "fused_logprobs N=4096 H=4096 V=151936 bf16", _bench_logprobs(4096)),
+    Step("extension-tests", 45, 10, "cuda backend tests", _extension_tests, waits_for="build-extension"),
+    Step("bench-logprobs-16384", 70, 20, "fused_logprobs N=16384 H=4096 V=151936 bf16", _bench_logprobs(16384)),
+    Step("bench-grpo-loss", 45, 15, "fused_grpo_loss N=16384 (64 x 256) bf16", _bench_grpo_loss),
+    Step("bench-policy-step", 60, 5, "Megatron-Core policy bf16 train step, Qwen3-0.6B shape", _bench_policy_step),
 ]
 
 
@@ -300,7 +302,7 @@ def summarise(ctx: Context, started: dt.datetime) -> Path:
         environment = payload.get("environment", environment)
         for row in payload.get("results", []):
             rows.append({"op": payload.get("op"), "shape": payload.get("meta", {}).get("shape", ""), **row})
-        ctx.result_files.append(str(path.relative_to(REPO)))
+        ctx.result_files.append(path.name)
     device = environment.get("device", "cpu")
     peak = peak_tflops_for(device)
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-") if not ctx.rehearsal else "rehearsal-cpu"
@@ -348,11 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     print(plan(steps, args.budget), flush=True)
     failures = run(steps, ctx)
     summary = summarise(ctx, started)
-    print(f"summary: {summary.relative_to(REPO)} and {summary.with_suffix('.md').relative_to(REPO)}")
+    print(f"summary: {summary} and {summary.with_suffix('.md')}")
     out = os.environ.get("OUT")
     if out and not args.rehearsal:
         # The device tool returns at most 8 files two folders deep: one archive of everything.
-        archive = shutil.make_archive(str(Path(out) / "bench-gpu"), "gztar", RESULTS.parent, "results")
+        archive = shutil.make_archive(str(Path(out) / "bench-gpu"), "gztar", RESULTS.parent, RESULTS.name)
         shutil.copy(summary.with_suffix(".md"), out)
         print(f"copied results and logs to {archive}")
     print(f"{failures} step(s) failed or timed out")

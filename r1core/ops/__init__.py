@@ -3,7 +3,8 @@
     from r1core.ops import fused_logprobs, group_advantages, grpo_loss, fused_grpo_loss
 
 Each op picks the fastest backend available for its inputs' device (``backend=None``) or
-the one named: ``"reference"`` (plain PyTorch), ``"triton"``, ``"cpp"``, ``"cuda"``.
+the one named: ``"reference"`` (plain PyTorch), ``"triton"``, ``"cpp"``, ``"cuda"`` (and, for
+the log-prob ops, ``"triton-persistent"``: a second Triton design, chosen only by name).
 """
 
 from r1core.ops._backend import BACKENDS, available

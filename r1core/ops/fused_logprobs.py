@@ -301,7 +301,7 @@ def fused_logprobs(
             the statistics are combined with two small all-reduces, and the gradient of
             ``hidden`` returned on each rank is the full one (all-reduced in backward).
         vocab_start: first global token id of this rank's slice.
-        backend: ``None``/``"auto"``, ``"reference"``, ``"triton"``, ``"cpp"``, ``"cuda"``.
+        backend: ``None``/``"auto"``, ``"reference"``, ``"triton"``, ``"triton-persistent"``, ``"cpp"``, ``"cuda"``.
         validate: check that every label lies in the vocabulary or equals ``ignore_index``
             (raises ``ValueError``).
         ignore_index: label of tokens to leave out (Hugging Face's, Liger's and verl's -100):

@@ -107,3 +107,37 @@ def test_opcheck_cuda():
     torch.library.opcheck(torch.ops.r1core.logprobs_stats.default, (hidden, weight, labels, 1.0, True))
     rewards = make_group_rewards(4, 6, device="cuda")
     torch.library.opcheck(torch.ops.r1core.group_advantages_fixed.default, (rewards, 6, "grpo", 1e-6))
+
+
+def test_backward_memory_measured_within_plan_and_512_mib(cuda_build):
+    """The measured variant of tests/csrc/test_extension_build.py's plan test: the CUDA
+    backward at N=16384, H=4096, V=151936, bf16 allocates what its plan says, <= 512 MiB
+    beyond its inputs and returned gradients, and writes every row of grad_weight."""
+    tokens, hidden_size, vocab = 16384, 4096, 151936
+    hidden, weight, labels = make_logprobs_inputs(tokens, hidden_size, vocab, dtype=torch.bfloat16, device="cuda")
+    stats = cuda_build.logprobs_stats(hidden, weight, labels, 1.0, True)
+    lse = stats[0] + stats[1].log()
+    entropy = lse - stats[2] / stats[1]
+    grad = torch.randn(tokens, device="cuda")
+    torch.cuda.synchronize()
+    cuda_build.logprobs_backward(hidden, weight, labels, lse, entropy, grad, grad, 1.0)  # cuBLAS workspaces
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    grad_hidden, grad_weight = cuda_build.logprobs_backward(hidden, weight, labels, lse, entropy, grad, grad, 1.0)
+    torch.cuda.synchronize()
+    outputs = grad_hidden.numel() * 2 + grad_weight.numel() * 2
+    extra = torch.cuda.max_memory_allocated() - base - outputs
+    plan = cuda_build._C.logprobs_backward_plan(tokens, vocab, hidden_size, 2)
+    assert extra <= plan["peak_extra_bytes_with_temporary"] + 8 * 2**20, (extra / 2**20, plan)
+    assert extra <= 512 * 2**20
+    assert torch.isfinite(grad_weight).all()  # no row left unwritten (no zero fill to hide one)
+
+
+@pytest.mark.parametrize("ignore_index", [-100])
+def test_cuda_backend_ignore_index(cuda_build, ignore_index):
+    hidden, weight, labels = make_logprobs_inputs(64, 32, 999, device="cuda", requires_grad=True)
+    labels[::5] = ignore_index
+    logp, entropy = ops.fused_logprobs(hidden, weight, labels, return_entropy=True, backend="cuda")
+    (logp.sum() + entropy.sum()).backward()
+    assert (logp[::5] == 0).all() and (entropy[::5] == 0).all() and (hidden.grad[::5] == 0).all()
