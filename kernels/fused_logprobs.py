@@ -28,6 +28,10 @@ size ``H``, a vocabulary chunk of ``V_c`` columns and element size ``e`` bytes:
 The weight gradient of each vocabulary chunk is ONE GEMM ``dlogits^T @ hidden`` whose
 reduction over all N tokens accumulates in fp32 inside the GEMM; only its final result is
 rounded to the weight's dtype, so no fp32 copy of the ``[V, H]`` weight gradient is needed.
+``dlogits @ W_chunk`` is added into the fp32 ``grad_hidden`` in place, by cuBLAS where torch
+has ``addmm(..., out_dtype=torch.float32)`` and otherwise by ``_accumulate_matmul_kernel``
+below (:func:`fp32_accumulation_path` says which; the benchmarks report it): the sum over
+chunks is never rounded to 16 bits, whatever the torch version.
 
 Why not one backward kernel with atomics (cut-cross-entropy's design)? Accumulating the
 weight gradient atomically needs an fp32 ``[V, H]`` buffer (2.4 GiB at V=151936, H=4096) or

@@ -324,7 +324,12 @@ def logprobs_stats(hidden, weight, labels, inv_temperature: float, need_entropy:
         UPCAST=_interpreting(), **config,
     )
     stats = merge_partial_stats(partial)
-    stats[3] = target_logits(hidden, weight, labels, inv_temperature)
+    # The gathered dot and the tiles' matrix multiply sum in different orders, so the target
+    # can exceed this shard's log-sum-exp by an ulp of the logits: cap it there, which keeps
+    # log p <= 0 exact, as it is mathematically (labels of other shards stay 0).
+    target = target_logits(hidden, weight, labels, inv_temperature)
+    inside = (labels >= 0) & (labels < vocab)
+    stats[3] = torch.where(inside, torch.minimum(target, stats[0] + stats[1].log()), 0.0)
     return stats
 
 

@@ -195,20 +195,53 @@ def test_triton_rejects_float64(device):
         fused_logprobs(hidden, weight, labels, backend="triton")
 
 
+@pytest.mark.parametrize("variant", ["triton", "triton_persistent"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("device", TRITON_DEVICES)
-def test_opcheck_triton_custom_ops(device, dtype):
+def test_opcheck_triton_custom_ops(device, dtype, variant):
     import r1core.ops.fused_logprobs_triton  # noqa: F401  (registers the ops)
 
+    stats_op = getattr(torch.ops.r1core, f"logprobs_stats_{variant}")
+    backward_op = getattr(torch.ops.r1core, f"logprobs_backward_{variant}")
     hidden, weight, labels = _shard_inputs(device, dtype)
     hidden, weight, labels = hidden[:19], weight[:300], labels[:19]
-    torch.library.opcheck(torch.ops.r1core.logprobs_stats_triton.default, (hidden, weight, labels, 0.5, True))
-    stats = torch.ops.r1core.logprobs_stats_triton(hidden, weight, labels, 0.5, True)
+    torch.library.opcheck(stats_op.default, (hidden, weight, labels, 0.5, True))
+    stats = stats_op(hidden, weight, labels, 0.5, True)
     lse = stats[0] + stats[1].log()
     entropy = lse - stats[2] / stats[1]
     grad = torch.linspace(-1, 1, hidden.shape[0], device=device)
     args = (hidden, weight, labels, lse, entropy, grad, grad.flip(0), 0.5)
-    torch.library.opcheck(torch.ops.r1core.logprobs_backward_triton.default, args)
+    torch.library.opcheck(backward_op.default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+def test_triton_fp32_accumulation_kernel(device, dtype):
+    """``acc += a @ b`` into an fp32 accumulator with 16-bit operands (the backward's path where
+    torch lacks an fp32-output addmm): the sum stays fp32 across calls."""
+    from r1core.kernels import fused_logprobs as kernels
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(45, 40, generator=generator)
+    a_parts = [torch.randn(45, k, generator=generator).to(dtype) for k in (33, 70)]
+    b_parts = [torch.randn(k, 40, generator=generator).to(dtype) for k in (33, 70)]
+    acc = start.clone().to(device)
+    same = start.clone()
+    exact = start.double()
+    for a, b in zip(a_parts, b_parts):
+        kernels.accumulate_matmul_triton(acc, a.to(device), b.to(device))
+        same += a.float() @ b.float()
+        exact += a.double() @ b.double()
+    assert acc.dtype == torch.float32
+    assert_close_to_reference(acc, exact, same, name="acc")
+
+
+def test_fp32_accumulation_path_is_reported():
+    from r1core.kernels import fused_logprobs as kernels
+
+    assert kernels.fp32_accumulation_path(torch.device("cpu")) == "fp32 upcast"
+    if torch.cuda.is_available():
+        assert kernels.fp32_accumulation_path(torch.device("cuda")) in ("torch addmm(out_dtype=float32)", "triton accumulate kernel")
 
 
 # --- ignore_index ---------------------------------------------------------------------------
