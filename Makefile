@@ -38,11 +38,12 @@ test-fast: venv
 
 # The numeric and distributed op tests REPEAT times each (pytest-repeat, from the dev
 # extras), to catch results that depend on timing or on the processor:
-#     make test-repeat REPEAT=20 REPEAT_TESTS="tests/ops/test_logprobs_tp.py"
+#     make test-repeat REPEAT=20 REPEAT_TESTS="tests/ops/test_logprobs_tp.py" REPEAT_ARGS='-m "not slow"'
 REPEAT ?= 5
 REPEAT_TESTS ?= tests/ops tests/csrc
+REPEAT_ARGS ?=
 test-repeat: venv
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra --count=$(REPEAT) --repeat-scope=function $(REPEAT_TESTS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -p no:randomly --count=$(REPEAT) --repeat-scope=function $(REPEAT_ARGS) $(REPEAT_TESTS)
 
 # Every GPU test and benchmark in one call with one time budget, on a machine with CUDA
 # torch and triton (no venv: it uses $(PYTHON) as it is). `make bench-gpu --dry-run` (or -n)
