@@ -76,6 +76,7 @@ class Context:
     logs: Path
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
+    step_env: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     background: dict[str, subprocess.Popen] = field(default_factory=dict)
     outcomes: list[dict] = field(default_factory=list)
@@ -119,14 +120,14 @@ def _install(ctx: Context) -> list[str] | None:
 
 
 def _build_extension(ctx: Context) -> list[str] | None:
-    env = ctx.env
-    env.setdefault("R1CORE_CUDA_ARCHS", "9.0a")
+    env = ctx.step_env.setdefault("build-extension", {})
+    env["R1CORE_CUDA_ARCHS"] = os.environ.get("R1CORE_CUDA_ARCHS", "9.0a")
     if ctx.rehearsal:
         # The CPU venv already holds its build; rehearse the launch and the wait, not g++.
         env["R1CORE_SKIP_EXTENSION"] = "1"
     if shutil.which("ninja") is None and not ctx.rehearsal:
         print("warning: ninja is missing: the extension compiles one file at a time")
-    env.setdefault("MAX_JOBS", str(os.cpu_count() or 4))
+    env["MAX_JOBS"] = os.environ.get("MAX_JOBS", str(os.cpu_count() or 4))
     return _python(ctx, "setup.py", "-q", "build_ext", "--inplace")
 
 
@@ -222,7 +223,7 @@ def _start(step: Step, ctx: Context, limit: float) -> subprocess.Popen | None:
         return None
     log = open(ctx.logs / f"{step.name}.log", "w")
     print(f"=== {step.name} (limit {limit:.0f} s): {' '.join(argv)}", flush=True)
-    env = dict(os.environ, **ctx.env)
+    env = dict(os.environ, **ctx.env, **ctx.step_env.get(step.name, {}))
     # New session: a timeout kills the step's whole process tree (pytest workers, nvcc).
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
