@@ -3,7 +3,7 @@
 Reading order: registered ops (``r1core::group_advantages_fixed_triton`` for equal
 contiguous groups, one launch; ``r1core::group_advantages_triton`` for ragged dense ids),
 their fake (meta) implementations, the backend object the public function dispatches to.
-Kernels are in ``kernels/advantages.py``. The ops have no autograd: advantages are computed
+Kernels are in ``kernels/group_advantages.py``. The ops have no autograd: advantages are computed
 from rewards, which carry no gradient.
 """
 
@@ -63,7 +63,7 @@ def group_advantages_triton(
     Returns float32 advantages ``[B]`` and bool zero-variance flags ``[B]``.
 
     Launches: one memset of a float32 ``[4, B]`` workspace and three kernels (see
-    ``kernels/advantages.py``); no host synchronisation.
+    ``kernels/group_advantages.py``); no host synchronisation.
     """
     mode_id = _check_mode(mode)
     if group_ids.shape != rewards.shape:
