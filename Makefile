@@ -48,11 +48,11 @@ test-repeat: venv
 # Every GPU test and benchmark in one call with one time budget, on a machine with CUDA
 # torch and triton (no venv: it uses $(PYTHON) as it is). `make bench-gpu --dry-run` (or -n)
 # prints the plan and each step's budget; BENCH_ARGS passes more options
-# (python3 -m perf.bench_gpu --help).
+# (python3 -m perf.run_gpu --help).
 BENCH_BUDGET ?= 420
 BENCH_ARGS ?=
 bench-gpu:
-	+$(PYTHON) -m perf.bench_gpu --budget $(BENCH_BUDGET) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(BENCH_ARGS)
+	+$(PYTHON) -m perf.run_gpu --budget $(BENCH_BUDGET) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(BENCH_ARGS)
 
 bench: venv
 	$(VENV)/bin/r1core bench

@@ -1,6 +1,6 @@
 """Every GPU test and benchmark of r1core in one call with one time budget (``make bench-gpu``).
 
-    python3 -m perf.bench_gpu [--budget 420] [--dry-run] [--rehearsal] [--only STEP ...]
+    python3 -m perf.run_gpu [--budget 420] [--dry-run] [--rehearsal] [--only STEP ...]
 
 Made for a lent GPU machine with minutes of device time, no network and no venv: torch,
 triton and nvcc as installed there, r1core from this checkout. Every step runs as a
@@ -31,7 +31,7 @@ Steps, in order (``--dry-run`` prints them with their budgets):
     and logs are copied there.
 
 ``--rehearsal`` runs every step's logic on the CPU at tiny shapes, Triton kernels in the
-interpreter (``tests/perf/test_bench_gpu.py`` runs it in CI).
+interpreter (``tests/perf/test_run_gpu.py`` runs it in CI).
 """
 
 from __future__ import annotations
