@@ -32,6 +32,18 @@ Steps, in order (``--dry-run`` prints them with their budgets):
 
 ``--rehearsal`` runs every step's logic on the CPU at tiny shapes, Triton kernels in the
 interpreter (``tests/perf/test_run_gpu.py`` runs it in CI).
+
+Peers on a machine without network: put their wheels in ``.whl/`` (ignored by git) on a
+machine with one, for that machine's Python, e.g.
+
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        liger-kernel==0.8.5 megatron-core==0.16.1
+
+Liger-Kernel needs nothing the GPU image lacks. megatron-core 0.16.1 adds its own small
+dependencies (check ``Requires-Dist`` in the wheel). QuACK (quack-kernels) needs
+nvidia-cutlass-dsl, whose wheels are larger than the tree a lent machine receives; its rows
+run where it is already installed.
 """
 
 from __future__ import annotations
