@@ -41,9 +41,9 @@ machine with one, for that machine's Python, e.g.
         liger-kernel==0.8.5 megatron-core==0.16.1
 
 Liger-Kernel needs nothing the GPU image lacks. megatron-core 0.16.1 adds its own small
-dependencies (check ``Requires-Dist`` in the wheel). QuACK (quack-kernels) needs
-nvidia-cutlass-dsl, whose wheels are larger than the tree a lent machine receives; its rows
-run where it is already installed.
+dependencies (check ``Requires-Dist`` in the wheel). QuACK (quack-kernels) also needs
+nvidia-cutlass-dsl and its dependencies: check their size against what a lent machine can
+receive (64 MiB of tree) before carrying them; without them the QuACK rows are skipped.
 """
 
 from __future__ import annotations
