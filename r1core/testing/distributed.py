@@ -46,6 +46,10 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, workdir: str, arg
         )
         try:
             fn(rank, world_size, *args)
+        except BaseException:
+            # When this rank failed, before its peers can notice it leaving.
+            Path(workdir, f"rank{rank}.failed_at").write_text(repr(time.time()))
+            raise
         finally:
             dist.destroy_process_group()
     except BaseException:  # noqa: BLE001 (everything is reported to the parent)
@@ -93,13 +97,17 @@ def run_workers(
         # Wait for all; once one fails the others would block in a collective: give them a
         # few seconds to report, then stop them.
         failed_at = None
-        while any(p.is_alive() for p in processes):
+        ended_at: dict[int, float] = {}  # rank -> when its exit was seen, to name the first failure
+        while True:
             now = time.monotonic()
+            for rank, process in enumerate(processes):
+                if rank not in ended_at and process.exitcode is not None:
+                    ended_at[rank] = time.time()
             if failed_at is None and any(p.exitcode not in (None, 0) for p in processes):
                 failed_at = now
-            if now > deadline or (failed_at is not None and now - failed_at > 10):
+            if len(ended_at) == world_size or now > deadline or (failed_at is not None and now - failed_at > 10):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         for process in processes:
             if process.is_alive():
                 process.kill()
@@ -109,6 +117,18 @@ def run_workers(
         if not timed_out and all(code == 0 for _, code in statuses):
             return
         reports = []
+        # The rank that failed first is reported first: the others usually fail because it did
+        # (a peer that left makes their collectives fail), which mp.spawn cannot tell apart.
+        # A rank killed by a signal comes first; then each rank by the time it caught its
+        # exception (recorded before it left the group), else by when its exit was seen.
+        def first_failure(item: tuple[int, int | None]) -> tuple[int, float]:
+            rank, code = item
+            marker = Path(workdir, f"rank{rank}.failed_at")
+            when = float(marker.read_text()) if marker.exists() else ended_at.get(rank, float("inf"))
+            return (0 if code is not None and code < 0 and code != -signal.SIGKILL else 1, when)
+
+        statuses.sort(key=first_failure)
+        first = True
         for rank, code in statuses:
             log = Path(workdir, f"rank{rank}.log")
             text = log.read_text(errors="replace") if log.exists() else "(no log)"
@@ -116,5 +136,6 @@ def run_workers(
                 continue
             status = _describe(code) if not (timed_out and code == -signal.SIGKILL) else "timed out (killed)"
             tail = text[-LOG_TAIL_CHARS:] if text.strip() else "(the worker printed nothing)"
-            reports.append(f"--- rank {rank}: {status}; its output:\n{tail}")
+            reports.append(f"--- rank {rank}: {status}{' (the first to fail)' if first else ''}; its output:\n{tail}")
+            first = False
         raise WorkerFailure(f"{len(reports)} of {world_size} workers failed\n" + "\n".join(reports))
