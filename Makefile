@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv system-packages train test test-fast bench bench-gpu clean
+.PHONY: venv system-packages train test test-fast test-repeat bench bench-gpu clean
 
 # Machine packages the code sandbox needs (r1core/rewards/sandbox.py): bubblewrap for its
 # namespaces, libseccomp's Python binding for its seccomp filter. Installed only when missing
@@ -57,9 +57,23 @@ test: venv
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow and not distributed"
 
-# Every GPU test and benchmark in one call, on a machine with CUDA torch and triton.
+# The numeric and distributed op tests REPEAT times each (pytest-repeat, from the dev
+# extras), to catch results that depend on timing or on the processor:
+#     make test-repeat REPEAT=20 REPEAT_TESTS="tests/ops/test_logprobs_tp.py" REPEAT_ARGS='-m "not slow"'
+REPEAT ?= 5
+REPEAT_TESTS ?= tests/ops tests/csrc
+REPEAT_ARGS ?=
+test-repeat: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -p no:randomly --count=$(REPEAT) --repeat-scope=function $(REPEAT_ARGS) $(REPEAT_TESTS)
+
+# Every GPU test and benchmark in one call with one time budget, on a machine with CUDA
+# torch and triton (no venv: it uses $(PYTHON) as it is). `make bench-gpu --dry-run` (or -n)
+# prints the plan and each step's budget; BENCH_ARGS passes more options
+# (python3 -m perf.run_gpu --help).
+BENCH_BUDGET ?= 420
+BENCH_ARGS ?=
 bench-gpu:
-	bash perf/run_gpu.sh
+	+$(PYTHON) -m perf.run_gpu --budget $(BENCH_BUDGET) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(BENCH_ARGS)
 
 bench: venv
 	$(PY) -m perf.run_all

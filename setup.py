@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def extension_build():
     # Values go in unquoted (the ninja build passes flags through a shell, which would eat
     # quotes) and module.cpp stringifies them; they hold only [0-9a-z.+_] characters.
     defines = [f"-DR1CORE_SOURCE_HASH={config.source_hash(CSRC, with_cuda)}", f"-DR1CORE_TORCH_VERSION={torch.__version__}"]
+    # Where the sources are, so that a development install can tell when its build went
+    # stale; the installed package itself never looks for the checkout. Recorded only when
+    # the path survives the unquoted pass through the shell.
+    if re.fullmatch(r"[A-Za-z0-9._+/-]+", str(CSRC)) and "//" not in str(CSRC):
+        defines.append(f"-DR1CORE_SOURCE_DIR={CSRC}")
     # -g0: Python's CFLAGS ask for debug info, which doubles compile time and .so size.
     cxx = ["-O3", "-g0", "-fopenmp", "-Wno-unknown-pragmas", "-fvisibility=hidden", *capability_flags, *defines]
     sources = [str(p.relative_to(ROOT)) for p in [CSRC / "r1core.cpp", CSRC / "module.cpp", *sorted((CSRC / "cpu").glob("*.cpp"))]]

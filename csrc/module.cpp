@@ -4,6 +4,8 @@
 // current build from a stale one.
 #include <pybind11/pybind11.h>
 
+#include "logprobs_backward_plan.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -13,6 +15,9 @@
 #define R1CORE_STRINGIFY(...) R1CORE_STRINGIFY_(__VA_ARGS__)
 #ifndef R1CORE_SOURCE_HASH
 #define R1CORE_SOURCE_HASH unknown
+#endif
+#ifndef R1CORE_SOURCE_DIR
+#define R1CORE_SOURCE_DIR
 #endif
 #ifndef R1CORE_TORCH_VERSION
 #define R1CORE_TORCH_VERSION unknown
@@ -43,6 +48,7 @@ py::dict build_info() {
   py::dict info;
   info["source_hash"] = R1CORE_STRINGIFY(R1CORE_SOURCE_HASH);
   info["torch_version"] = R1CORE_STRINGIFY(R1CORE_TORCH_VERSION);
+  info["source_dir"] = R1CORE_STRINGIFY(R1CORE_SOURCE_DIR);
 #ifdef R1CORE_WITH_CUDA
   info["has_cuda"] = true;
 #else
@@ -65,10 +71,32 @@ py::dict build_info() {
   return info;
 }
 
+py::dict logprobs_backward_plan(int64_t num_tokens, int64_t vocab, int64_t hidden_size, int64_t element_size,
+                                int64_t budget_bytes) {
+  // 16-bit inputs accumulate grad_hidden in a separate fp32 buffer; fp32/fp64 in the output.
+  const r1core::LogprobsBackwardPlan plan = r1core::plan_logprobs_backward(
+      num_tokens, vocab, hidden_size, element_size, r1core::tile_columns_for(element_size), element_size >= 4,
+      budget_bytes);
+  py::dict out;
+  out["chunk_columns"] = plan.chunk_columns;
+  out["num_chunks"] = plan.num_chunks;
+  out["grad_logits_bytes"] = plan.grad_logits_bytes;
+  out["accumulator_bytes"] = plan.accumulator_bytes;
+  out["temporary_rows"] = plan.temporary_rows;
+  out["temporary_bytes"] = plan.temporary_bytes;
+  out["peak_extra_bytes_in_place"] = plan.peak_extra_bytes(true);
+  out["peak_extra_bytes_with_temporary"] = plan.peak_extra_bytes(false);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "r1core's compiled operators (registered under torch.ops.r1core) and their build information.";
   m.def("build_info", &build_info,
-        "dict: source_hash, torch_version, has_cuda, cuda_archs, cuda_version, cpu_capability, float_lanes, openmp");
+        "dict: source_hash, source_dir, torch_version, has_cuda, cuda_archs, cuda_version, cpu_capability, float_lanes, openmp");
+  m.def("logprobs_backward_plan", &logprobs_backward_plan,
+        "The allocations of the CUDA log-prob backward (csrc/logprobs_backward_plan.h) at a shape, as a dict of bytes",
+        py::arg("num_tokens"), py::arg("vocab"), py::arg("hidden_size"), py::arg("element_size"),
+        py::arg("budget_bytes") = r1core::kBackwardChunkBudgetBytes);
 }

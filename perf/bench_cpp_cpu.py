@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perf.harness import Result, time_ms, write_results  # noqa: E402
 from r1core import ops  # noqa: E402
-from r1core.ops.inputs import make_group_rewards, make_grpo_loss_inputs, make_logprobs_inputs  # noqa: E402
+from r1core.testing import make_group_rewards, make_grpo_loss_inputs, make_logprobs_inputs  # noqa: E402
 
 BACKENDS = ("reference", "cpp")
 

@@ -11,14 +11,15 @@ FLOP basis, stated once for every implementation: forward ``2NHV`` (the logits G
 forward+backward ``8NHV`` (``2NHV`` forward, ``6NHV`` backward: recomputed logits,
 ``dlogits @ W`` and ``dlogits^T @ hidden``). Implementations that keep the logits do fewer
 FLOPs than the basis credits them with, which is the point of comparing at equal basis.
-Fraction of peak: against the H100 SXM bf16 dense peak (989 TF/s), CUDA only.
+Fraction of peak: against the device's bf16 dense peak (``perf.harness.DEVICE_PEAKS``), CUDA only.
 Extra memory: peak allocation above the inputs, minus the returned gradients.
 Targets on H100 (bf16, target shape): forward >= 700 TF/s, forward+backward >= 650 TF/s,
 <= 512 MiB extra.
 
 Side by side: naive torch (full fp32 logits, log_softmax, gather), ``torch.compile`` of the
 same, every r1core backend usable on the device, and Liger-Kernel's fused linear
-cross-entropy (``reduction="none"`` gives -logp per token; no entropy) where it imports.
+cross-entropy and QuACK's linear cross-entropy (``reduction="none"`` gives -logp per token;
+no entropy) where they import.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any, Callable
 
 import torch
 
-from perf.harness import H100_BF16_TFLOPS, Result, device_name, time_ms, write_results
+from perf.harness import Result, device_name, peak_tflops_for, time_ms, write_results
+from r1core.kernels.fused_logprobs import fp32_accumulation_path
 from r1core.ops import available, fused_logprobs
-from r1core.ops.inputs import make_logprobs_inputs
-from r1core.ops.testing import peak_memory_bytes
+from r1core.testing import make_logprobs_inputs, peak_memory_bytes
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -63,9 +64,25 @@ def liger_logprobs():
     return fn
 
 
-def implementations(device: torch.device) -> dict[str, Callable[..., Any]]:
+def quack_logprobs():
+    """QuACK's linear cross-entropy (``reduction="none"``: -logp per token), or None if absent."""
+    try:
+        from quack.linear_cross_entropy import linear_cross_entropy_func
+    except Exception:  # noqa: BLE001 (absent, or built for another torch/CUDA)
+        return None
+
+    def fn(hidden, weight, labels, temperature, need_entropy):
+        if temperature != 1.0:
+            hidden = hidden / temperature
+        return -linear_cross_entropy_func(hidden, weight, None, labels, reduction="none"), None
+
+    return fn
+
+
+def implementations(device: torch.device, compile_naive: bool = True) -> dict[str, Callable[..., Any]]:
     impls: dict[str, Callable[..., Any]] = {"naive torch (fp32 logits)": naive_logprobs}
-    impls["torch.compile(naive)"] = torch.compile(naive_logprobs, dynamic=False)
+    if compile_naive:
+        impls["torch.compile(naive)"] = torch.compile(naive_logprobs, dynamic=False)
     for backend in available("fused_logprobs", device):
 
         def fn(hidden, weight, labels, temperature, need_entropy, backend=backend):
@@ -74,12 +91,13 @@ def implementations(device: torch.device) -> dict[str, Callable[..., Any]]:
             )
             return out if need_entropy else (out, None)
 
-        label = f"r1core {backend}" + (" (interpreter)" if backend == "triton" and device.type == "cpu" else "")
+        label = f"r1core {backend}" + (" (interpreter)" if backend.startswith("triton") and device.type == "cpu" else "")
         impls[label] = fn
     if device.type == "cuda":
-        liger = liger_logprobs()
-        if liger is not None:
-            impls["liger fused linear CE"] = liger
+        for name, make in (("liger fused linear CE", liger_logprobs), ("quack linear CE", quack_logprobs)):
+            peer = make()
+            if peer is not None:
+                impls[name] = peer
     return impls
 
 
@@ -94,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entropy", action="store_true", help="also compute (and differentiate) the entropy")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="substrings of implementation names to run")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes tens of seconds)")
+    parser.add_argument("--result-name", default="fused_logprobs", help="op part of the results file name")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -104,14 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     reps = args.reps or (100 if on_gpu else 3)
     flops_fwd = 2.0 * num_tokens * hidden_size * vocab
 
+    peak = peak_tflops_for(device_name(device)) if on_gpu else None
+    # Made on the device: at the target shape the greedy labels alone are a 2e13-FLOP product.
     hidden, weight, labels = make_logprobs_inputs(num_tokens, hidden_size, vocab, dtype=dtype, device=device)
     gradient_bytes = (hidden.numel() + weight.numel()) * hidden.element_size()
     reference_logp = None
     results: list[Result] = []
-    for name, impl in implementations(device).items():
+    for name, impl in implementations(device, compile_naive=not args.no_compile).items():
         if args.only and not any(s in name for s in args.only):
             continue
-        need_entropy = args.entropy and not name.startswith("liger")
+        need_entropy = args.entropy and not name.startswith(("liger", "quack"))
         for case, flops in (("fwd", flops_fwd), ("fwd+bwd", 4 * flops_fwd)):
             h = hidden.detach().requires_grad_(case == "fwd+bwd")
             w = weight.detach().requires_grad_(case == "fwd+bwd")
@@ -140,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(
                 Result(
                     case, name, ms, tflops=tflops,
-                    peak_fraction=tflops / H100_BF16_TFLOPS if on_gpu else None,
+                    peak_fraction=tflops / peak if on_gpu and peak else None,
                     extra_memory_mib=extra / 2**20,
                     note=f"max abs dlogp vs first row {deviation:.2e}" + ("" if need_entropy or not args.entropy else "; no entropy"),
                 )
@@ -156,10 +178,11 @@ def main(argv: list[str] | None = None) -> None:
         "temperature": args.temperature,
         "entropy": args.entropy,
         "flop basis": "fwd 2NHV; fwd+bwd 8NHV (6NHV backward with recompute)",
-        "peak": f"{H100_BF16_TFLOPS} TF/s (H100 bf16 dense)" if on_gpu else "n/a (CPU)",
+        "peak": f"{peak} TF/s bf16 dense ({device_name(device)})" if on_gpu else "n/a (CPU)",
+        "fp32 accumulation of grad_hidden": fp32_accumulation_path(device),
         "extra memory": "peak allocation above inputs, minus the returned gradients",
     }
-    path = write_results("fused_logprobs", device, results, meta)
+    path = write_results(args.result_name, device, results, meta)
     print(f"wrote {path}")
 
 

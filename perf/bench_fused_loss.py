@@ -22,10 +22,9 @@ import argparse
 import torch
 
 from perf.bench_fused_logprobs import DTYPES, naive_logprobs
-from perf.harness import H100_BF16_TFLOPS, Result, device_name, time_ms, write_results
+from perf.harness import Result, device_name, peak_tflops_for, time_ms, write_results
 from r1core.ops import available, fused_grpo_loss, fused_logprobs, grpo_loss
-from r1core.ops.inputs import make_grpo_loss_inputs, make_logprobs_inputs
-from r1core.ops.testing import peak_memory_bytes
+from r1core.testing import make_grpo_loss_inputs, make_logprobs_inputs, peak_memory_bytes
 
 LOSS_SETTINGS = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.001, kl_estimator="k3", aggregation="token-mean")
 
@@ -40,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=None)
     parser.add_argument("--entropy-coef", type=float, default=0.0)
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes tens of seconds)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -76,9 +76,12 @@ def main(argv: list[str] | None = None) -> None:
             loss = loss - args.entropy_coef * (entropy.view(batch, length) * mask).sum() / mask.sum()
         return loss
 
-    steps = {"naive torch (fp32 logits) + grpo_loss": naive, "torch.compile(naive + grpo_loss)": torch.compile(naive, dynamic=False)}
+    steps = {"naive torch (fp32 logits) + grpo_loss": naive}
+    if not args.no_compile:
+        steps["torch.compile(naive + grpo_loss)"] = torch.compile(naive, dynamic=False)
+    device_peak = peak_tflops_for(device_name(device)) if on_gpu else None
     for backend in available("fused_logprobs", device):
-        suffix = " (interpreter)" if backend == "triton" and device.type == "cpu" else ""
+        suffix = " (interpreter)" if backend.startswith("triton") and device.type == "cpu" else ""
         steps[f"r1core {backend} logprobs only{suffix}"] = lambda h, w, b=backend: fused_logprobs(
             h, w, labels.reshape(-1), backend=b, validate=False
         ).sum()
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         tflops = flops / ms / 1e9
         results.append(
             Result(
-                "fwd+bwd", name, ms, tflops=tflops, peak_fraction=tflops / H100_BF16_TFLOPS if on_gpu else None,
+                "fwd+bwd", name, ms, tflops=tflops, peak_fraction=tflops / device_peak if device_peak else None,
                 extra_memory_mib=(peak - 2 * gradient_bytes) / 2**20 if "fused" in name and "unfused" not in name else (peak - gradient_bytes) / 2**20,
                 note=note, extra=extra,
             )
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "dtype": str(dtype).replace("torch.", ""),
         "loss": {k: v for k, v in LOSS_SETTINGS.items()} | {"entropy_coef": args.entropy_coef},
         "flop basis": "8NHV per step (2NHV forward, 6NHV backward with recompute)",
-        "peak": f"{H100_BF16_TFLOPS} TF/s (H100 bf16 dense)" if on_gpu else "n/a (CPU)",
+        "peak": f"{device_peak} TF/s bf16 dense ({device_name(device)})" if on_gpu else "n/a (CPU)",
         "extra memory": "peak above inputs minus the gradients (the fused op holds two copies of each at its peak: "
         "the ones it computed in forward and the scaled ones it returns; subtracted)",
     }

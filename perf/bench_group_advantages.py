@@ -28,8 +28,8 @@ import torch
 from perf.harness import Result, environment, time_ms, write_results
 from perf.profiling import host_us_per_call, launches_per_call
 from r1core.ops import available, group_advantages, group_advantages_reference
-from r1core.ops.advantages import dense_group_index
-from r1core.ops.inputs import make_group_rewards
+from r1core.ops.group_advantages import dense_group_index
+from r1core.testing import make_group_rewards
 
 
 def naive_fixed(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only; write no results file")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes tens of seconds)")
     parser.add_argument("--cpu-threads", type=int, default=1,
                         help="torch threads on CPU (default 1: OpenMP waits distort timings on a shared machine)")
     args = parser.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
         expected = group_advantages_reference(rewards, dense, "grpo", 1e-6)
         impls = {}
         if "triton" in backends:
-            from r1core.ops.advantages_triton import TritonGroupAdvantages
+            from r1core.ops.group_advantages_triton import TritonGroupAdvantages  # noqa: I001
 
             op = TritonGroupAdvantages()
             if group_size == "ragged":
@@ -97,7 +98,8 @@ def main() -> None:
                 impls["triton op (fixed_size)"] = lambda gs=group_size: op.fixed_size(rewards, gs, "grpo", 1e-6)
             impls["triton (public fn)"] = lambda kw=kwargs: group_advantages(rewards, backend="triton", **kw)
         impls["reference (public fn)"] = lambda kw=kwargs: group_advantages(rewards, backend="reference", **kw)
-        impls["torch.compile(reference)"] = lambda: compiled_reference(rewards, dense, "grpo", 1e-6)
+        if not args.no_compile:
+            impls["torch.compile(reference)"] = lambda: compiled_reference(rewards, dense, "grpo", 1e-6)
         if group_size == "ragged":
             impls["naive torch (per-group loop)"] = lambda: naive_loop(rewards, raw_ids)
         else:

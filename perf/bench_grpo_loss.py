@@ -28,7 +28,7 @@ import torch
 from perf.harness import H100_HBM_TBPS, Result, environment, peak_extra_memory_mib, time_ms, write_results
 from r1core.ops import available, grpo_loss, grpo_token_terms
 from r1core.ops.grpo_loss import make_clip_params
-from r1core.ops.inputs import make_grpo_loss_inputs
+from r1core.testing import make_grpo_loss_inputs
 
 OPTIONS = {
     "plain": {},

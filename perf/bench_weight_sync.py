@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from r1core.rollout import ModuleWeightSource, VLLMRollout
-    from r1core.rollout.random_models import perturb_, save_random_model
+    from r1core.testing.random_models import perturb_, save_random_model
 
     info = versions()
     kind = MODEL_KINDS[args.model]

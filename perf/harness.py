@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import statistics
@@ -20,11 +21,40 @@ from typing import Any, Callable
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# R1CORE_RESULTS_DIR sends result files elsewhere (the CPU rehearsal of bench-gpu does).
+RESULTS_DIR = Path(os.environ.get("R1CORE_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 # H100 SXM dense peaks (the targets of r1core's kernels).
 H100_BF16_TFLOPS = 989.0
 H100_HBM_TBPS = 3.35
+
+# Dense bf16 tensor-core peak (TF/s) and HBM bandwidth (TB/s) from the vendors' data sheets,
+# by a substring of the device name, most specific first. The H200 has the H100 SXM's compute
+# and faster memory.
+DEVICE_PEAKS = (
+    ("H100 PCIe", 756.0, 2.0),
+    ("H100 NVL", 835.0, 3.9),
+    ("H200", 989.0, 4.8),
+    ("H100", 989.0, 3.35),
+    ("GH200", 989.0, 4.0),
+    ("A100", 312.0, 2.0),
+    ("L40S", 362.0, 0.86),
+)
+
+
+def peak_tflops_for(device_name: str) -> float | None:
+    """Dense bf16 peak of a device by its name, or None when it is not in :data:`DEVICE_PEAKS`."""
+    for key, tflops, _ in DEVICE_PEAKS:
+        if key in device_name:
+            return tflops
+    return None
+
+
+def peak_hbm_tbps_for(device_name: str) -> float | None:
+    for key, _, tbps in DEVICE_PEAKS:
+        if key in device_name:
+            return tbps
+    return None
 
 
 @dataclass

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first; a module may import from its own package and from packages earlier in this
 # list. `r1core.kernels` is the installed name of the top-level kernels/ folder.
 LAYERS = [
-    "r1core._extras", "r1core._registry", "r1core.kernels", "r1core.ops",
+    "r1core._extras", "r1core._registry", "r1core.kernels", "r1core.ops", "r1core.testing",
     "r1core.parallel", "r1core.batch",
     "r1core.rewards", "r1core.data", "r1core.eval",
     "r1core.algos",

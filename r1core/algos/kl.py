@@ -1,22 +1,15 @@
-"""KL-divergence estimators between the policy and the reference policy, per token.
+"""KL to the reference policy for the trainer: "kl in the reward" (a per-token penalty folded
+into the returns before the advantages are computed, as in PPO-RLHF and REINFORCE++).
 
-With ``d = logp - ref_logp`` (log-probs of the sampled token, which was drawn from the
-policy), the estimators of KL(policy || reference) from Schulman's note are
-
-    k1 = d                       unbiased, can be negative
-    k2 = d^2 / 2                 biased, low variance
-    k3 = exp(-d) + d - 1         unbiased, always >= 0 (GRPO's choice)
-
-The same definitions are used inside :func:`r1core.ops.grpo_loss` ("kl in the loss"); this
-module gives them to the trainer for "kl in the reward" (a per-token penalty folded into
-the returns before the advantages are computed, as in PPO-RLHF and REINFORCE++).
+The estimators themselves (k1, k2, k3) have one definition, :func:`r1core.ops.kl.kl_divergence`,
+which :func:`r1core.ops.grpo_loss` uses for "kl in the loss".
 """
 
 from __future__ import annotations
 
 import torch
 
-from r1core.ops import KL_ESTIMATORS
+from r1core.ops.kl import KL_ESTIMATORS, kl_divergence
 
 KL_MODES = ("loss", "reward", "off")
 
@@ -26,14 +19,9 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3
     ``ref_logp`` (both ``[B, T]``). Differentiable in both arguments."""
     if logp.shape != ref_logp.shape:
         raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} differ in shape")
-    diff = logp - ref_logp
-    if estimator == "k1":
-        return diff
-    if estimator == "k2":
-        return 0.5 * diff * diff
-    if estimator == "k3":
-        return torch.exp(-diff) + diff - 1.0
-    raise ValueError(f"unknown kl_estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown kl_estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+    return kl_divergence(logp, ref_logp, estimator)
 
 
 def kl_reward(

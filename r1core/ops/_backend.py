@@ -2,7 +2,9 @@
 
 Every op has implementations under the same names: ``reference`` (plain PyTorch, any device),
 ``triton`` (CUDA, or CPU under ``TRITON_INTERPRET=1``), ``cpp`` (the compiled extension's CPU
-kernels) and ``cuda`` (its CUDA kernels). An op module registers each implementation it has
+kernels) and ``cuda`` (its CUDA kernels). ``fused_logprobs`` also has ``triton-persistent``,
+a second Triton design (``kernels/fused_logprobs_persistent.py``) that is selectable by name
+and not chosen automatically until a GPU measurement puts it ahead. An op module registers each implementation it has
 with :func:`register_impl`; :func:`resolve` picks one for a call.
 """
 
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-BACKENDS = ("reference", "triton", "cpp", "cuda")
+BACKENDS = ("reference", "triton", "triton-persistent", "cpp", "cuda")
 
 # Automatic choice, best first, per device type, with per-op exceptions. The order follows
 # the measured results in perf/results/: on CUDA the Triton kernels are the tuned path (the
@@ -39,6 +41,7 @@ def preference(op: str, device_type: str) -> tuple[str, ...]:
 _IMPLS: dict[str, dict[str, Any]] = {}
 _LOADERS: dict[str, str] = {
     "triton": "r1core.ops._triton",
+    "triton-persistent": "r1core.ops._triton",
     "cpp": "r1core.ops._cpp",
     "cuda": "r1core.ops._cpp",
 }
@@ -85,7 +88,7 @@ def _usable(op: str, backend: str, device: torch.device) -> str | None:
         return f"the {backend} backend failed to load ({_load_errors[backend]})"
     if backend not in _IMPLS.get(op, {}):
         return f"the {backend} backend has no implementation of {op}"
-    if backend == "triton" and device.type != "cuda" and not triton_interpret():
+    if backend.startswith("triton") and device.type != "cuda" and not triton_interpret():
         return "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 to run them on CPU)"
     if backend == "cpp" and device.type != "cpu":
         return "the cpp backend runs on CPU tensors only"

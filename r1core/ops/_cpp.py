@@ -20,11 +20,10 @@ from typing import Any
 import torch
 
 from r1core.ops import _backend, _build_config
-from r1core.ops.advantages import GroupAdvantages
+from r1core.ops.group_advantages import GroupAdvantages
 from r1core.ops.grpo_loss import ClipParams, GRPOLossImpl
-from r1core.ops.logprobs import LogprobsImpl
+from r1core.ops.fused_logprobs import LogprobsImpl
 
-CSRC_DIR = Path(__file__).resolve().parents[2] / "csrc"
 REBUILD = "run `pip install --no-build-isolation -e .` in the r1core checkout"
 _CAPABILITY_RANK = {"default": 0, "avx2": 1, "avx512": 2}
 
@@ -33,11 +32,21 @@ class ExtensionError(RuntimeError):
     """r1core._C is missing, stale, or cannot run on this machine."""
 
 
-def build_problem(info: dict[str, Any], csrc_dir: Path | None = CSRC_DIR, torch_version: str | None = None) -> str | None:
+def recorded_source_dir(info: dict[str, Any]) -> Path | None:
+    """The ``csrc`` folder the build was compiled from, as ``setup.py`` recorded it, if that
+    folder still exists (a development install); None for an installed wheel, which then
+    needs nothing outside the package."""
+    source_dir = str(info.get("source_dir") or "")
+    return Path(source_dir) if source_dir and Path(source_dir).is_dir() else None
+
+
+def build_problem(info: dict[str, Any], csrc_dir: Path | None = None, torch_version: str | None = None) -> str | None:
     """Why the build described by ``info`` (``r1core._C.build_info()``) must not be used, or
-    None. Compares the torch it was compiled against, the hash of the sources (when the
-    source tree is present, i.e. an editable install) and the CPU's vector ISA."""
+    None. Compares the torch it was compiled against, the hash of the sources (those in
+    ``csrc_dir``, by default the folder the build recorded, when it still exists) and the
+    CPU's vector ISA."""
     torch_version = torch.__version__ if torch_version is None else torch_version
+    csrc_dir = recorded_source_dir(info) if csrc_dir is None else csrc_dir
     if info.get("torch_version") != torch_version:
         return f"r1core._C was built against torch {info.get('torch_version')}, but torch {torch_version} is installed: {REBUILD}"
     if csrc_dir is not None and Path(csrc_dir).is_dir():

@@ -8,7 +8,7 @@ import importlib
 
 import triton  # noqa: F401  (fail here, with a clear ImportError, when triton is absent)
 
-for _module in ("logprobs_triton", "advantages_triton", "grpo_loss_triton"):
+for _module in ("fused_logprobs_triton", "group_advantages_triton", "grpo_loss_triton"):
     try:
         importlib.import_module(f"r1core.ops.{_module}")
     except ModuleNotFoundError as _error:

@@ -6,7 +6,7 @@ Per token (all log-probs are of the sampled token):
     pg    = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
     pg    = min(pg, -dual_clip * A)                  where A < 0, with dual_clip
     pg   *= min(exp(old_logp - rollout_logp), is_cap)    with rollout_logp and is_cap
-    kl    = k1: logp - ref | k2: (logp - ref)^2 / 2 | k3: exp(ref - logp) - (ref - logp) - 1
+    kl    = kl_divergence(logp, ref_logp, kl_estimator)     (r1core/ops/kl.py: k1, k2, k3)
     loss_token = pg + kl_coef * kl
 
 Backends reduce each row (sequence) to a few sums (:data:`ROW_STATS`); the aggregation into
@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 
 from r1core.ops import _backend
+from r1core.ops.kl import KL_ESTIMATORS, kl_divergence, kl_divergence_grad, kl_estimator_index
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
 
 # Columns of the per-row statistics every backend returns, float32 [B, 8].
 ROW_STATS = ("pg_sum", "kl_sum", "mask_sum", "clip_low", "clip_high", "dual_clip", "ratio_sum", "ratio_max")
@@ -74,16 +74,7 @@ def grpo_token_terms(
         pg = torch.where(dual, lower_bound, pg)
     if params.is_cap > 0 and rollout_logp is not None:
         pg = pg * torch.clamp(torch.exp(old_logp - rollout_logp), max=params.is_cap)
-    if ref_logp is None:
-        kl = torch.zeros_like(logp)
-    else:
-        diff = logp - ref_logp
-        if params.kl_estimator == 0:
-            kl = diff
-        elif params.kl_estimator == 1:
-            kl = 0.5 * diff * diff
-        else:
-            kl = torch.exp(-diff) + diff - 1.0
+    kl = torch.zeros_like(logp) if ref_logp is None else kl_divergence(logp, ref_logp, params.kl_estimator)
     return {
         "pg": pg,
         "kl": kl,
@@ -143,14 +134,7 @@ def grpo_row_backward_reference(grad_pg_rows, grad_kl_rows, logp, old_logp, adva
     m = mask.to(dtype)
     grad = grad_pg_rows.to(dtype)[:, None] * grad_pg
     if ref_logp is not None:
-        diff = lp - ref_logp.to(dtype)
-        if params.kl_estimator == 0:
-            grad_kl = torch.ones_like(diff)
-        elif params.kl_estimator == 1:
-            grad_kl = diff
-        else:
-            grad_kl = 1.0 - torch.exp(-diff)
-        grad = grad + grad_kl_rows.to(dtype)[:, None] * grad_kl
+        grad = grad + grad_kl_rows.to(dtype)[:, None] * kl_divergence_grad(lp, ref_logp.to(dtype), params.kl_estimator)
     return grad * m
 
 
@@ -257,12 +241,12 @@ def make_clip_params(clip_low, clip_high, dual_clip, kl_estimator, is_cap) -> Cl
         raise ValueError(f"clip_low must be < 1 (the lower bound is 1 - clip_low), got {clip_low}")
     if dual_clip is not None and not dual_clip > 1:
         raise ValueError(f"dual_clip must be > 1 (it bounds the loss at -dual_clip * A for A < 0), got {dual_clip}")
-    if kl_estimator not in KL_ESTIMATORS:
+    if kl_estimator not in KL_ESTIMATORS:  # names only here: the integer codes are internal
         raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
     if is_cap is not None and not is_cap > 0:
         raise ValueError(f"is_cap must be > 0, got {is_cap}")
     return ClipParams(
-        float(clip_low), float(clip_high), float(dual_clip or 0.0), KL_ESTIMATORS.index(kl_estimator), float(is_cap or 0.0)
+        float(clip_low), float(clip_high), float(dual_clip or 0.0), kl_estimator_index(kl_estimator), float(is_cap or 0.0)
     )
 
 

@@ -14,7 +14,7 @@ from r1core.algos import (
     kl_reward,
 )
 from r1core.ops import group_advantages_reference
-from r1core.ops.advantages import dense_group_index
+from r1core.ops.group_advantages import dense_group_index
 
 GROUP_ESTIMATORS = ["grpo", "drgrpo", "rloo", "gspo", "reinforce++-baseline"]
 

@@ -6,7 +6,7 @@ import torch
 
 from r1core.algos import POLICY_LOSSES, LossConfig, LossInputs, compute_policy_loss, get_policy_loss
 from r1core.ops import grpo_loss
-from r1core.ops.inputs import make_grpo_loss_inputs
+from r1core.testing import make_grpo_loss_inputs
 
 
 def make_inputs(batch=6, length=9, seed=0, spread=0.3, per_token_adv=False, dtype=torch.float64):
@@ -217,7 +217,7 @@ def test_clear_errors():
 def test_ops_loss_kwargs_drive_the_fused_hidden_state_op(name):
     from r1core.algos import ops_loss_kwargs
     from r1core.ops import fused_grpo_loss, logprobs_naive
-    from r1core.ops.inputs import make_logprobs_inputs
+    from r1core.testing import make_logprobs_inputs
 
     batch, length, hidden_size, vocab = 3, 5, 16, 37
     hidden, weight, labels = make_logprobs_inputs(batch * length, hidden_size, vocab, seed=2, requires_grad=True)

@@ -26,7 +26,7 @@ def _checker():
 def test_every_cuda_source_is_checked():
     sources = _checker().cuda_sources()
     names = {path.name for path in sources}
-    assert {"logprobs.cu", "grpo_loss.cu", "advantages.cu"} <= names
+    assert {"fused_logprobs.cu", "grpo_loss.cu", "group_advantages.cu"} <= names
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ FALLBACK = textwrap.dedent(
     import warnings, torch
     {setup}
     import r1core.ops as ops
-    from r1core.ops.inputs import make_group_rewards
+    from r1core.testing import make_group_rewards
     # group_advantages prefers the cpp backend on CPU, so it is the op that falls back.
     rewards = make_group_rewards(4, 3)
     with warnings.catch_warnings(record=True) as caught:
@@ -118,3 +118,45 @@ def test_cpp_library_coexists_with_python_fragments(cpp, run_python, order):
     result = run_python(IMPORT_ORDER.format(order=list(order)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_installed_package_needs_nothing_from_the_checkout(cpp, repo_root):
+    """The build records where its sources were; the staleness check reads them only while
+    that folder exists (a development install). A build whose folder is gone (a wheel
+    installed elsewhere) is used as it is."""
+    info = dict(cpp.BUILD_INFO)
+    assert cpp.recorded_source_dir(info) == repo_root / "csrc"
+    moved = dict(info, source_dir="/nonexistent/r1core-build/csrc", source_hash="0" * 16)
+    assert cpp.recorded_source_dir(moved) is None
+    assert cpp.build_problem(moved) is None  # no sources to compare with: nothing is stale
+    assert "stale" in cpp.build_problem(dict(info, source_hash="0" * 16))
+
+
+# --- the CUDA log-prob backward's allocation plan (csrc/logprobs_backward_plan.h) ------------
+
+
+def test_cuda_backward_plan_at_the_target_shape_fits_512_mib(cpp):
+    """N=16384, H=4096, V=151936, bf16: the plan the CUDA backward allocates from (compiled
+    into the CPU build too) stays within 512 MiB beyond inputs and returned gradients, on the
+    in-place cuBLAS path and on the path with a temporary alike."""
+    tokens, vocab, hidden = 16384, 151936, 4096
+    plan = cpp._C.logprobs_backward_plan(tokens, vocab, hidden, 2)
+    mib = 2**20
+    assert plan["accumulator_bytes"] == 4 * tokens * hidden  # fp32 grad_hidden beside the bf16 output
+    assert plan["grad_logits_bytes"] == 2 * tokens * plan["chunk_columns"] <= 128 * mib
+    assert plan["chunk_columns"] % 128 == 0 and plan["num_chunks"] == -(-vocab // plan["chunk_columns"])
+    assert plan["temporary_bytes"] == 4 * hidden * plan["temporary_rows"] <= 32 * mib
+    in_place = plan["accumulator_bytes"] + plan["grad_logits_bytes"]
+    assert plan["peak_extra_bytes_in_place"] == in_place == 384 * mib
+    assert plan["peak_extra_bytes_with_temporary"] == in_place + plan["temporary_bytes"] <= 512 * mib
+
+
+@pytest.mark.parametrize(("tokens", "vocab", "hidden", "element_size"), [(1, 7, 16, 2), (300, 1031, 48, 4), (4096, 151936, 8192, 2)])
+def test_cuda_backward_plan_other_shapes(cpp, tokens, vocab, hidden, element_size):
+    plan = cpp._C.logprobs_backward_plan(tokens, vocab, hidden, element_size)
+    assert 0 < plan["chunk_columns"] <= vocab and plan["num_chunks"] * plan["chunk_columns"] >= vocab
+    # fp32 inputs accumulate into the returned gradient: no accumulator, no temporary.
+    if element_size == 4:
+        assert plan["accumulator_bytes"] == plan["temporary_bytes"] == 0
+    assert plan["grad_logits_bytes"] == element_size * tokens * plan["chunk_columns"]
+    assert plan["grad_logits_bytes"] <= max(128 * 2**20, element_size * tokens * 128)

@@ -25,7 +25,7 @@ def _configs():
     """(name, kernel, signature, constexprs, num_warps) of the launches r1core makes."""
     import triton.language as tl
 
-    from r1core.kernels import advantages, grpo_loss
+    from r1core.kernels import group_advantages as advantages, grpo_loss
 
     tensors = ["logp_ptr", "old_ptr", "adv_ptr", "mask_ptr", "ref_ptr", "rollout_ptr"]
     strides = {n: "i64" for n in ("stride_logp", "stride_old", "stride_adv_b", "stride_adv_t", "stride_mask", "stride_ref", "stride_rollout")}
@@ -52,10 +52,43 @@ def _configs():
               "num_samples": "i32", "BLOCK": "constexpr"}
     yield "ragged_sums", advantages.ragged_sums_kernel, ragged, {"BLOCK": advantages.RAGGED_BLOCK}, 4
     yield "ragged_deviations", advantages.ragged_deviations_kernel, ragged, {"BLOCK": advantages.RAGGED_BLOCK}, 4
+    yield from _logprob_configs()
     yield ("ragged_finish", advantages.ragged_finish_kernel,
            {"rewards_ptr": "*fp32", "group_ids_ptr": "*i64", "workspace_ptr": "*fp32", "advantages_ptr": "*fp32",
             "zero_variance_ptr": "*i1", "num_samples": "i32", "eps": "fp32", "MODE": "constexpr", "BLOCK": "constexpr"},
            {"MODE": 2, "BLOCK": advantages.RAGGED_BLOCK}, 4)
+
+
+def _logprob_configs():
+    """The second fused log-prob design (persistent, tensor descriptors) and the fp32
+    accumulation kernel, at their H100 tile configuration, bf16."""
+    from r1core.kernels import fused_logprobs, fused_logprobs_persistent as persistent
+
+    bn, bv, bk, group, warps, stages = persistent._PERSISTENT_CONFIGS[0]
+    tiles = {"BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_K": bk, "GROUP_N": group}
+    ints = lambda *names: {n: "i32" for n in names}  # noqa: E731
+    for use_tma in (True, False):
+        consts = {"NEED_ENTROPY": True, "USE_TMA": use_tma, "INPUT_PRECISION": "ieee", "UPCAST": False} | tiles
+        yield (f"persistent stats tma={use_tma}", persistent._stats_persistent_kernel,
+               {"hidden_ptr": "*bf16", "weight_ptr": "*bf16", "partial_ptr": "*fp32"}
+               | ints("N", "H", "V", "num_splits", "tiles_per_split", "num_programs", "stride_hn", "stride_hk", "stride_wv", "stride_wk")
+               | {"scale2": "fp32"} | {k: "constexpr" for k in consts}, consts, warps)
+        consts = {"HAS_ENTROPY": True, "USE_TMA": use_tma, "INPUT_PRECISION": "ieee", "UPCAST": False} | tiles
+        yield (f"persistent dlogits tma={use_tma}", persistent._dlogits_persistent_kernel,
+               {"hidden_ptr": "*bf16", "weight_ptr": "*bf16", "lse_ptr": "*fp32", "entropy_ptr": "*fp32",
+                "grad_logp_ptr": "*fp32", "grad_entropy_ptr": "*fp32", "dlogits_ptr": "*bf16"}
+               | ints("N", "H", "V_CHUNK", "num_programs", "stride_hn", "stride_hk", "stride_wv", "stride_wk", "stride_dn")
+               | {"scale2": "fp32", "inv_temperature": "fp32"} | {k: "constexpr" for k in consts}, consts, warps)
+    consts = {"BLOCK_N": 32, "BLOCK_K": 64}
+    yield ("persistent target logit", persistent._target_logit_kernel,
+           {"hidden_ptr": "*bf16", "weight_ptr": "*bf16", "labels_ptr": "*i64", "out_ptr": "*fp32"}
+           | ints("N", "H", "V", "stride_hn", "stride_hk", "stride_wv", "stride_wk") | {"inv_temperature": "fp32"}
+           | {k: "constexpr" for k in consts}, consts, 4)
+    consts = {"INPUT_PRECISION": "ieee", "UPCAST": False, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 16}
+    yield ("fp32 accumulate matmul", fused_logprobs._accumulate_matmul_kernel.fn,
+           {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*fp32"}
+           | ints("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn", "stride_cm")
+           | {k: "constexpr" for k in consts}, consts, 8)
 
 
 def _compile_all() -> list[dict]:
@@ -66,9 +99,11 @@ def _compile_all() -> list[dict]:
 
     report = []
     for name, kernel, signature, constexprs, num_warps in _configs():
+        # A kernel's own @triton.jit(debug=True) (device assertions) is a launch option.
+        options = {"num_warps": num_warps, "debug": bool(getattr(kernel, "debug", False))}
         compiled = triton.compile(
             ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-            target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps},
+            target=GPUTarget("cuda", 90, 32), options=options,
         )
         with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
             cubin.write(compiled.asm["cubin"])
@@ -76,7 +111,8 @@ def _compile_all() -> list[dict]:
             usage = subprocess.run([str(NVIDIA_BIN / "cuobjdump"), "--dump-resource-usage", cubin.name],
                                    capture_output=True, text=True, check=True).stdout
         fields = dict(item.split(":", 1) for line in usage.splitlines() if "REG:" in line for item in line.split())
-        report.append({"name": name, "registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"])})
+        report.append({"name": name, "registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]),
+                       "asserts": "__assertfail" in compiled.asm["ptx"]})
     return report
 
 
@@ -88,10 +124,14 @@ def test_kernels_compile_for_sm90_without_spills():
     run = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(report) == 18, report  # 12 loss kernels, 6 advantage kernels
+    assert len(report) == 24, report  # 12 loss kernels, 6 advantage kernels, 6 log-prob kernels
     for entry in report:
         assert entry["local_bytes"] == 0, f"{entry['name']} spills to local memory: {entry}"
         assert entry["registers"] <= 255, entry
+    # The NaN check of group_advantages is a device assertion in the kernels that first read
+    # the rewards, and only there (no assertion overhead in the loss kernels).
+    asserting = {entry["name"] for entry in report if entry["asserts"]}
+    assert asserting == {f"fixed_group_advantages group={g}" for g in (8, 64, 8192)} | {"ragged_sums"}, asserting
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from r1core.ops import available, group_advantages, group_advantages_reference
-from r1core.ops.advantages import MODES, dense_group_index
-from r1core.ops.inputs import make_group_rewards
+from r1core.ops.group_advantages import MODES, dense_group_index
+from r1core.testing import make_group_rewards
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(device, backend) for device in DEVICES for backend in available("group_advantages", device)]
@@ -155,7 +155,7 @@ def test_float64_rewards_flags_exact(device, backend):
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not usable here")
 def test_large_groups_fall_back_to_ragged_kernels():
-    from r1core.kernels.advantages import MAX_FIXED_BLOCK
+    from r1core.kernels.group_advantages import MAX_FIXED_BLOCK
 
     group_size = MAX_FIXED_BLOCK + 5
     rewards = make_group_rewards(2, group_size, binary=False)
@@ -167,7 +167,7 @@ def test_large_groups_fall_back_to_ragged_kernels():
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not usable here")
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    import r1core.ops.advantages_triton  # noqa: F401  (registers the ops)
+    import r1core.ops.group_advantages_triton  # noqa: F401  (registers the ops)
 
     rewards = make_group_rewards(5, 4, device=device, binary=False)
     ids = dense_group_index(torch.tensor([0, 1, 2, 3] * 5, device=device))
@@ -176,27 +176,57 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.r1core.group_advantages_triton.default, (rewards, ids, mode, 1e-6))
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("kwargs", [{"group_size": 16}, {"group_ids": "ragged"}])
-def test_cuda_no_host_sync_and_one_launch(kwargs):
-    rewards = make_group_rewards(512, 16, device="cuda")
-    if "group_ids" in kwargs:
-        kwargs = {"group_ids": torch.randint(0, 700, (rewards.shape[0],), device="cuda")}
-    group_advantages(rewards, backend="triton", **kwargs)  # compile outside the checks
+def _cuda_launches(fn) -> list[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # compile outside the count
     torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [None, "triton"])
+def test_cuda_public_function_is_one_launch_without_host_sync(backend):
+    """The public function, NaN check included, is ONE kernel launch for equal groups on CUDA
+    (the NaN check is a device assertion inside that kernel) and never synchronises."""
+    rewards = make_group_rewards(512, 16, device="cuda")
+    launches = _cuda_launches(lambda: group_advantages(rewards, group_size=16, backend=backend))
+    assert len(launches) == 1, launches
     torch.cuda.set_sync_debug_mode("error")
     try:
-        group_advantages(rewards, backend="triton", **kwargs)
+        group_advantages(rewards, group_size=16, backend=backend)
+        ids = torch.randint(0, 700, (rewards.shape[0],), device="cuda")
+        group_advantages(rewards, group_ids=ids, backend=backend)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    if "group_size" in kwargs:
-        from torch.profiler import ProfilerActivity, profile
 
-        from r1core.ops.advantages_triton import TritonGroupAdvantages
 
-        impl = TritonGroupAdvantages()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            impl.fixed_size(rewards, 16, "grpo", 1e-6)
-            torch.cuda.synchronize()
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        assert len(kernels) == 1, [e.name for e in kernels]
+NAN_ON_CUDA = """
+import torch
+from r1core.ops import group_advantages
+rewards = torch.ones(64, device="cuda")
+rewards[5] = float("nan")
+try:
+    group_advantages(rewards, {kwargs}, backend="{backend}")
+    torch.cuda.synchronize()
+except Exception as error:  # the device assertion surfaces at the next synchronisation
+    print("raised:", error)
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("kwargs", ["group_size=8", "group_ids=torch.arange(64, device='cuda') % 5"])
+def test_cuda_nan_rewards_trip_the_kernel_assertion(backend, kwargs):
+    import subprocess
+    import sys
+
+    if backend not in available("group_advantages", "cuda"):
+        pytest.skip(f"the {backend} backend is not usable here")
+    # A device assertion ends the CUDA context: run it in a process of its own.
+    run = subprocess.run([sys.executable, "-c", NAN_ON_CUDA.format(kwargs=kwargs, backend=backend)],
+                         capture_output=True, text=True, timeout=300)
+    assert "raised:" in run.stdout and "assert" in (run.stdout + run.stderr).lower(), run.stdout + run.stderr

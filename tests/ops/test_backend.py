@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from r1core.ops import _backend, available, fused_logprobs, group_advantages, grpo_loss
-from r1core.ops.inputs import make_logprobs_inputs
+from r1core.testing import make_logprobs_inputs
 
 
 def test_reference_is_always_available_on_cpu():

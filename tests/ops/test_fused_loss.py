@@ -8,14 +8,17 @@ sampling, on every backend usable here.
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
-import r1core.ops.logprobs as logprobs_module
 from r1core.ops import available, fused_grpo_loss, fused_logprobs, grpo_loss
 from r1core.ops.grpo_loss import aggregate
-from r1core.ops.inputs import make_grpo_loss_inputs, make_logprobs_inputs
-from r1core.ops.testing import peak_memory_bytes
+from r1core.testing import make_grpo_loss_inputs, make_logprobs_inputs, peak_memory_bytes
+
+# The module, not the function of the same name that r1core.ops exports.
+logprobs_module = importlib.import_module("r1core.ops.fused_logprobs")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(device, backend) for device in DEVICES for backend in available("fused_logprobs", device)]
@@ -143,8 +146,8 @@ def _extra_bytes(backend, device, vocab, path):
 def test_peak_memory_does_not_grow_with_vocabulary(device, backend, path, monkeypatch):
     # Small vocabulary chunks (256 columns) so that both vocabularies span several chunks.
     monkeypatch.setattr(logprobs_module, "VOCAB_CHUNK", 256)
-    if backend == "triton":
-        from r1core.kernels import logprobs as kernels
+    if backend.startswith("triton"):
+        from r1core.kernels import fused_logprobs as kernels
 
         monkeypatch.setattr(kernels, "DEFAULT_CHUNK_BUDGET_BYTES", 256 * 256 * 4)
     small, _ = _extra_bytes(backend, device, 1031, path)
@@ -154,3 +157,35 @@ def test_peak_memory_does_not_grow_with_vocabulary(device, backend, path, monkey
     assert large <= 1.05 * small + 16 * 2**10, f"extra memory grew from {small} to {large} bytes"
     # ... and far below the logits that an unfused implementation would hold.
     assert large < 0.5 * large_logits, (small, large, large_logits)
+
+
+@pytest.mark.parametrize(("device", "backend"), CASES, ids=IDS)
+def test_ignored_labels_leave_the_mask(device, backend):
+    """Labels equal to ``ignore_index`` count as masked-out tokens: the loss, every metric
+    (``num_tokens`` and the entropy included) and the gradients equal those of the same batch
+    with those tokens removed from the mask."""
+    settings = dict(SETTINGS["seq-mean-k2-entropy"])
+    hidden, weight, labels = make_logprobs_inputs(BATCH * LENGTH, HIDDEN, VOCAB, device=device, seed=9)
+    labels = labels.view(BATCH, LENGTH)
+    tokens = _token_inputs(hidden, weight, labels.reshape(-1), 1.0, device)
+    ignored = torch.zeros(BATCH, LENGTH, dtype=torch.bool, device=device)
+    ignored[:, :3] = True  # a prompt-like prefix
+    ignored[1, :] = True  # a whole row
+    ignored_labels = labels.masked_fill(ignored, -100)
+    results = []
+    for lab, mask in ((ignored_labels, tokens["mask"]), (labels, tokens["mask"] & ~ignored)):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        loss, metrics = fused_grpo_loss(
+            h, w, lab, tokens["old_logp"], tokens["advantages"], mask, ref_logp=tokens["ref_logp"],
+            backend=backend, **settings,
+        )
+        loss.backward()
+        results.append((loss.detach(), metrics, h.grad, w.grad))
+    (loss_i, metrics_i, gh_i, gw_i), (loss_m, metrics_m, gh_m, gw_m) = results
+    assert metrics_i["num_tokens"].item() == (tokens["mask"] & ~ignored).sum().item() < tokens["mask"].sum().item()
+    torch.testing.assert_close(loss_i, loss_m)
+    for name in metrics_m:
+        torch.testing.assert_close(metrics_i[name], metrics_m[name], msg=name)
+    torch.testing.assert_close(gh_i, gh_m)
+    torch.testing.assert_close(gw_i, gw_m)
+    assert (gh_i.view(BATCH, LENGTH, -1)[ignored] == 0).all()

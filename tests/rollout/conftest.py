@@ -20,7 +20,7 @@ pytest.importorskip("transformers", reason="rollout tests need transformers (ext
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-from r1core.rollout.random_models import perturb_, save_random_model  # noqa: E402
+from r1core.testing.random_models import perturb_, save_random_model  # noqa: E402
 
 KINDS = ("qwen2", "qwen2_tied", "qwen3_moe")
 #: The first prompt spans two KV blocks (16 tokens each) so that the prefix cache holds

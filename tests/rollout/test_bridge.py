@@ -181,7 +181,7 @@ def test_unknown_dtype_name_is_named():
 def test_module_source_yields_checkpoint_names(tmp_path):
     """The adapter yields exactly the names and values ``save_pretrained`` writes."""
     safetensors = pytest.importorskip("safetensors.torch")
-    from r1core.rollout.random_models import save_random_model
+    from r1core.testing.random_models import save_random_model
 
     for kind in ("qwen2_tied", "qwen3_moe"):
         model = save_random_model(tmp_path / kind, kind)

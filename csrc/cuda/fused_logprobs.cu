@@ -7,8 +7,9 @@
 // merged at the end. Logits never reach global memory.
 // Backward: per vocabulary chunk, one kernel recomputes the logit tiles and writes
 // dL/dlogits for the chunk ([N, chunk] in the input dtype, like Liger-Kernel's chunked
-// backward); cuBLAS then adds G W_chunk to grad_hidden (fp32) and writes G^T H into the
-// chunk's rows of grad_weight.
+// backward); cuBLAS then adds G W_chunk into grad_hidden (fp32) and writes G^T H into the
+// chunk's rows of grad_weight. Its allocations follow logprobs_backward_plan.h.
+#include "../logprobs_backward_plan.h"
 #include "../r1core.h"
 #include "logit_tile.cuh"
 
@@ -24,6 +25,10 @@
 namespace r1core {
 namespace cuda_kernels {
 namespace {
+
+static_assert(TileShape<at::BFloat16>::V == kTileColumns16Bit && TileShape<at::Half>::V == kTileColumns16Bit &&
+                  TileShape<float>::V == kTileColumnsFloat && TileShape<double>::V == kTileColumnsDouble,
+              "logprobs_backward_plan.h must know the gradient kernel's tile widths");
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t negative_infinity() {
@@ -218,6 +223,29 @@ at::Tensor logprobs_stats_cuda(const at::Tensor& hidden_in, const at::Tensor& we
   return stats;
 }
 
+// grad_hidden += grad_logits @ weight_chunk with grad_hidden fp32 and the operands 16-bit. cuBLAS
+// adds the product into the fp32 output in place (addmm with out_dtype, beta = 1); where this
+// torch lacks that, products of `rows` rows go through an fp32 temporary of the plan's size.
+void accumulate_fp32(at::Tensor& grad_hidden, const at::Tensor& grad_logits, const at::Tensor& weight_chunk,
+                     int64_t rows) {
+  static bool in_place = true;  // cleared once, the first time cuBLAS refuses
+  if (in_place) {
+    try {
+      at::addmm_out(grad_hidden, grad_hidden, grad_logits, weight_chunk, at::kFloat);
+      return;
+    } catch (const c10::Error& error) {
+      in_place = false;
+      TORCH_WARN_ONCE("r1core: fp32-output addmm is unavailable (", error.what_without_backtrace(),
+                      "); the CUDA log-prob backward adds ", rows, "-row products through an fp32 temporary");
+    }
+  }
+  const int64_t num_tokens = grad_logits.size(0);
+  for (int64_t r0 = 0; r0 < num_tokens; r0 += rows) {
+    const int64_t count = std::min(rows, num_tokens - r0);
+    grad_hidden.narrow(0, r0, count).add_(at::mm(grad_logits.narrow(0, r0, count), weight_chunk, at::kFloat));
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> logprobs_backward_cuda(const at::Tensor& hidden_in, const at::Tensor& weight_in,
                                                           const at::Tensor& labels_in, const at::Tensor& lse_in,
                                                           const at::Tensor& entropy_in, const at::Tensor& grad_logp_in,
@@ -231,9 +259,16 @@ std::tuple<at::Tensor, at::Tensor> logprobs_backward_cuda(const at::Tensor& hidd
               "r1core: lse and grad_logp must be [N]=", num_tokens);
   TORCH_CHECK(!has_entropy || (entropy_in.numel() == num_tokens && grad_entropy_in.numel() == num_tokens),
               "r1core: entropy and grad_entropy must be [N]=", num_tokens, " or grad_entropy empty");
-  at::Tensor grad_weight = at::zeros(weight_in.sizes(), weight_in.options());
+  if (num_tokens == 0 || vocab == 0) {
+    return {at::zeros(hidden_in.sizes(), hidden_in.options()), at::zeros(weight_in.sizes(), weight_in.options())};
+  }
+  // Every row of grad_weight is written by its chunk's GEMM: no zero fill.
+  at::Tensor grad_weight = at::empty(weight_in.sizes(), weight_in.options());
+  const bool accumulates_in_output = hidden_in.scalar_type() == dtype;  // fp32 / fp64 inputs
+  const LogprobsBackwardPlan plan = plan_logprobs_backward(num_tokens, vocab, hidden_size, hidden_in.element_size(),
+                                                           tile_columns_for(hidden_in.element_size()),
+                                                           accumulates_in_output);
   at::Tensor grad_hidden = at::zeros({num_tokens, hidden_size}, hidden_in.options().dtype(dtype));
-  if (num_tokens == 0 || vocab == 0) return {grad_hidden.to(hidden_in.scalar_type()), grad_weight};
   const at::Tensor hidden = hidden_in.contiguous(), weight = weight_in.contiguous(), labels = labels_in.contiguous();
   const at::Tensor lse = lse_in.to(dtype).contiguous(), grad_logp = grad_logp_in.to(dtype).contiguous();
   const at::Tensor entropy = has_entropy ? entropy_in.to(dtype).contiguous() : lse;
@@ -243,12 +278,10 @@ std::tuple<at::Tensor, at::Tensor> logprobs_backward_cuda(const at::Tensor& hidd
     using Shape = TileShape<scalar_t>;
     using acc_t = typename Shape::acc_t;
     using in_t = typename Shape::in_t;
-    // Chunk the vocabulary so the gradient-logit buffer stays ~256 MiB (the GEMMs behind it
-    // are large enough to run near peak from ~4k columns on).
-    const int64_t budget = (int64_t{256} << 20) / static_cast<int64_t>(sizeof(scalar_t));
-    int64_t chunk = std::max<int64_t>(Shape::V, budget / std::max<int64_t>(num_tokens, 1));
-    chunk = std::min(vocab, (chunk + Shape::V - 1) / Shape::V * Shape::V);
-    at::Tensor grad_logits_buffer = at::empty({num_tokens * chunk}, hidden.options());
+    TORCH_CHECK(plan.chunk_columns % Shape::V == 0 || plan.chunk_columns == vocab,
+                "r1core: backward chunk of ", plan.chunk_columns, " columns is not whole tiles");
+    const int64_t chunk = plan.chunk_columns;
+    at::Tensor grad_logits_buffer = at::empty({plan.grad_logits_bytes / hidden.element_size()}, hidden.options());
     for (int64_t c0 = 0; c0 < vocab; c0 += chunk) {
       const int64_t width = std::min(chunk, vocab - c0);
       const at::Tensor weight_chunk = weight.narrow(0, c0, width);
@@ -264,14 +297,13 @@ std::tuple<at::Tensor, at::Tensor> logprobs_backward_cuda(const at::Tensor& hidd
       if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
         grad_hidden.addmm_(grad_logits, weight_chunk);
       } else {
-        // 16-bit GEMM with an fp32 result, so the sum over chunks stays in fp32.
-        grad_hidden.add_(at::mm(grad_logits, weight_chunk, at::kFloat));
+        accumulate_fp32(grad_hidden, grad_logits, weight_chunk, plan.temporary_rows);
       }
       at::Tensor grad_weight_chunk = grad_weight.narrow(0, c0, width);
       at::mm_out(grad_weight_chunk, grad_logits.t(), hidden);
     }
   });
-  return {grad_hidden.to(hidden_in.scalar_type()), grad_weight};
+  return {accumulates_in_output ? grad_hidden : grad_hidden.to(hidden_in.scalar_type()), grad_weight};
 }
 
 }  // namespace

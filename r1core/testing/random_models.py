@@ -19,7 +19,7 @@ ModelKind = Literal["qwen2", "qwen2_tied", "qwen3_moe", "qwen2_0.5b"]
 
 def random_model_config(kind: ModelKind):
     """A transformers config of the named kind (tiny unless the name says otherwise)."""
-    transformers = require("transformers", extra="policy", feature="r1core.rollout.random_models")
+    transformers = require("transformers", extra="policy", feature="r1core.testing.random_models")
     tiny = dict(
         vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -51,7 +51,7 @@ def build_random_model(kind: ModelKind, seed: int = 0, dtype: torch.dtype = torc
     nearly uniform next-token distribution); distinct tokens make greedy decoding a
     sharper check.
     """
-    transformers = require("transformers", extra="policy", feature="r1core.rollout.random_models")
+    transformers = require("transformers", extra="policy", feature="r1core.testing.random_models")
     config = random_model_config(kind)
     config.torch_dtype = dtype
     torch.manual_seed(seed)

@@ -17,7 +17,13 @@ Two paths, both exact two-pass statistics in float32:
   reference, with no float rounding involved. The atomics make the float sums' summation
   order run-dependent (last-bit differences between runs); the zero-variance flags are exact.
 
-Modes (constexpr ``MODE``): 0 grpo, 1 drgrpo, 2 rloo, 3 none (see r1core/ops/advantages.py).
+NaN rewards: the kernel that first reads the rewards (the fixed-size kernel, or pass 1 of the
+ragged path) holds a device assertion on them, compiled in by ``debug=True`` on those two
+kernels, so that the public function needs no extra launches and no host synchronisation to
+refuse NaN on CUDA (the next synchronising call raises "device-side assert triggered"). The
+CPU interpreter skips device assertions; the public function checks CPU rewards on the host.
+
+Modes (constexpr ``MODE``): 0 grpo, 1 drgrpo, 2 rloo, 3 none (see r1core/ops/group_advantages.py).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def _finish(r, centred, count, std, zero_variance, eps, MODE: tl.constexpr):
     return advantages
 
 
-@triton.jit
+@triton.jit(debug=True)
 def fixed_group_advantages_kernel(
     rewards_ptr,
     advantages_ptr,
@@ -73,6 +79,7 @@ def fixed_group_advantages_kernel(
     valid = (groups < num_groups)[:, None] & (members < group_size)[None, :]
     offsets = groups.to(tl.int64)[:, None] * group_size + members[None, :]
     raw = tl.load(rewards_ptr + offsets, mask=valid, other=0.0)
+    tl.device_assert(raw == raw, "r1core.ops.group_advantages: rewards contain NaN")
     # Equality is decided on the rewards as given (float64 rewards that differ below float32
     # resolution are still a non-zero-variance group, as in the reference).
     group_max = tl.max(tl.where(valid, raw, float("-inf")), axis=1)
@@ -89,12 +96,13 @@ def fixed_group_advantages_kernel(
     tl.store(zero_variance_ptr + offsets, flags, mask=valid)
 
 
-@triton.jit
+@triton.jit(debug=True)
 def ragged_sums_kernel(rewards_ptr, group_ids_ptr, workspace_ptr, pivot_ptr, num_samples, BLOCK: tl.constexpr):
     """Pass 1. ``workspace`` float32 ``[4, B]`` zeroed: rows count, sum, sq_dev, mismatches."""
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offsets < num_samples
     raw = tl.load(rewards_ptr + offsets, mask=valid, other=0.0)
+    tl.device_assert(raw == raw, "r1core.ops.group_advantages: rewards contain NaN")
     group = tl.load(group_ids_ptr + offsets, mask=valid, other=0)
     tl.atomic_add(workspace_ptr + group, 1.0, mask=valid, sem="relaxed")
     tl.atomic_add(workspace_ptr + num_samples + group, raw.to(tl.float32), mask=valid, sem="relaxed")

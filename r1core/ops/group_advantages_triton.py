@@ -3,7 +3,7 @@
 Reading order: registered ops (``r1core::group_advantages_fixed_triton`` for equal
 contiguous groups, one launch; ``r1core::group_advantages_triton`` for ragged dense ids),
 their fake (meta) implementations, the backend object the public function dispatches to.
-Kernels are in ``kernels/advantages.py``. The ops have no autograd: advantages are computed
+Kernels are in ``kernels/group_advantages.py``. The ops have no autograd: advantages are computed
 from rewards, which carry no gradient.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from r1core.kernels import advantages as kernels
+from r1core.kernels import group_advantages as kernels
 from r1core.ops import _backend
-from r1core.ops.advantages import MODES, GroupAdvantages
+from r1core.ops.group_advantages import MODES, GroupAdvantages
 
 
 def _check_mode(mode: str) -> int:
@@ -63,7 +63,7 @@ def group_advantages_triton(
     Returns float32 advantages ``[B]`` and bool zero-variance flags ``[B]``.
 
     Launches: one memset of a float32 ``[4, B]`` workspace and three kernels (see
-    ``kernels/advantages.py``); no host synchronisation.
+    ``kernels/group_advantages.py``); no host synchronisation.
     """
     mode_id = _check_mode(mode)
     if group_ids.shape != rewards.shape:
@@ -93,7 +93,7 @@ def _(rewards, group_ids, mode, eps):
 
 class TritonGroupAdvantages:
     """Backend object of ``group_advantages``: called with the ragged signature of
-    :func:`r1core.ops.advantages.group_advantages_reference`; ``fixed_size`` serves equal
+    :func:`r1core.ops.group_advantages.group_advantages_reference`; ``fixed_size`` serves equal
     contiguous groups in one launch."""
 
     def __call__(self, rewards: torch.Tensor, group_ids: torch.Tensor, mode: str, eps: float) -> GroupAdvantages:

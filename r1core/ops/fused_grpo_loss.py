@@ -16,19 +16,22 @@ import torch.distributed as dist
 
 from r1core.ops import _backend
 from r1core.ops.grpo_loss import aggregate, check_aggregation, loss_from_row_stats, make_clip_params
-from r1core.ops.logprobs import combine_stats, validate_logprobs_inputs
+from r1core.ops.fused_logprobs import combine_stats, shard_labels, validate_logprobs_inputs
 
 
 class _FusedGRPOLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, token_inputs, settings, impls):
-        old_logp, advantages, mask, ref_logp, rollout_logp = token_inputs
+        old_logp, advantages, mask, ref_logp, rollout_logp, ignored = token_inputs
         params, kl_coef, entropy_coef, aggregation, length, inv_temperature, tp_group = settings
         logprobs_impl, loss_impl = impls
         shape = mask.shape
         need_entropy = entropy_coef != 0
         stats = logprobs_impl.stats(hidden, weight, labels, inv_temperature, need_entropy)
         logp, entropy, lse = combine_stats(stats, tp_group)
+        # Ignored tokens are outside the mask (so outside the loss, the token counts and the
+        # entropy); a finite stand-in log-prob keeps 0 * their terms at 0.
+        logp = logp.masked_fill(ignored, 0.0)
         logp_rows = logp.view(shape)
         rows = loss_impl.row_stats(logp_rows, old_logp, advantages, mask, ref_logp, rollout_logp, params)
         # Autograd over the [B]-sized aggregation yields each row's weight in the loss.
@@ -97,6 +100,7 @@ def fused_grpo_loss(
     vocab_start: int = 0,
     backend: str | None = None,
     validate: bool = True,
+    ignore_index: int = -100,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`~r1core.ops.grpo_loss` of the log-probs :func:`~r1core.ops.fused_logprobs`
     would give, computed in one op that never stores per-token probabilities.
@@ -108,6 +112,8 @@ def fused_grpo_loss(
         old_logp, mask, ref_logp, rollout_logp: ``[B, T]``; advantages ``[B]`` or ``[B, T]``.
         entropy_coef: subtracts ``entropy_coef * aggregate(entropy)`` from the loss
             (an entropy bonus); the entropy is then also reported in the metrics.
+        ignore_index: tokens with this label are dropped from ``mask``: they add nothing to
+            the loss, the entropy or ``num_tokens``, and get no gradient.
         The other arguments are those of ``grpo_loss`` and ``fused_logprobs``.
 
     Returns:
@@ -134,7 +140,10 @@ def fused_grpo_loss(
     if (rollout_logp is None) != (is_cap is None):
         raise ValueError("truncated importance sampling needs both rollout_logp and is_cap")
     flat_labels = labels.reshape(-1)
-    validate_logprobs_inputs(flat_hidden, weight, flat_labels, temperature, vocab_start, tp_group, validate)
+    validate_logprobs_inputs(flat_hidden, weight, flat_labels, temperature, vocab_start, tp_group, validate, ignore_index)
+    local_labels, ignored = shard_labels(flat_labels, vocab_start, ignore_index)
+    ignored = ignored.view(shape)
+    mask = mask & ~ignored if mask.dtype == torch.bool else mask.masked_fill(ignored, 0)
     params = make_clip_params(clip_low, clip_high, dual_clip, kl_estimator, is_cap)
     length = check_aggregation(aggregation, norm_length, shape[1])
     _, logprobs_impl = _backend.resolve("fused_logprobs", backend, hidden.device)
@@ -143,10 +152,8 @@ def fused_grpo_loss(
     loss_backend = backend if backend in _backend.available("grpo_loss", hidden.device) else None
     _, loss_impl = _backend.resolve("grpo_loss", loss_backend, hidden.device)
     settings = (params, kl_coef, entropy_coef, aggregation, length, 1.0 / temperature, tp_group)
-    token_inputs = (old_logp, advantages, mask, ref_logp, rollout_logp)
-    outputs = _FusedGRPOLossFunction.apply(
-        flat_hidden, weight, flat_labels.long() - vocab_start, token_inputs, settings, (logprobs_impl, loss_impl)
-    )
+    token_inputs = (old_logp, advantages, mask, ref_logp, rollout_logp, ignored.reshape(-1))
+    outputs = _FusedGRPOLossFunction.apply(flat_hidden, weight, local_labels, token_inputs, settings, (logprobs_impl, loss_impl))
     names = ["entropy"] if entropy_coef != 0 else []
     names = sorted(names + ["pg_loss", "kl", "clip_frac_low", "clip_frac_high", "dual_clip_frac", "ratio_mean", "ratio_max", "num_tokens"])
     return outputs[0], dict(zip(names, outputs[1:]))

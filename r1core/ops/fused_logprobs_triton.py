@@ -8,7 +8,7 @@ implementations, so they compose with ``torch.compile`` and pass ``opcheck``:
 * ``r1core::logprobs_backward_triton(hidden, weight, labels, lse, entropy, grad_logp,
   grad_entropy, inv_temperature)`` -> ``(grad_hidden [N, H], grad_weight [V, H])``
 
-Their contracts are those of the reference primitives in :mod:`r1core.ops.logprobs`; the
+Their contracts are those of the reference primitives in :mod:`r1core.ops.fused_logprobs`; the
 autograd Function there combines them (and the tensor-parallel all-reduces) into the op.
 ``custom_op`` + ``register_fake`` is used rather than ``triton_op``: the latter hands fake
 tensors to the Triton interpreter under ``torch.compile`` when ``TRITON_INTERPRET=1``.
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from r1core.kernels import logprobs as kernels
+from r1core.kernels import fused_logprobs as kernels
+from r1core.kernels import fused_logprobs_persistent as persistent
 from r1core.ops import _backend
-from r1core.ops.logprobs import NUM_STATS, LogprobsImpl
+from r1core.ops.fused_logprobs import NUM_STATS, LogprobsImpl
 
 
 @torch.library.custom_op("r1core::logprobs_stats_triton", mutates_args=())
@@ -63,3 +64,50 @@ def _(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, inv_tempera
 
 
 _backend.register_impl("fused_logprobs", "triton", LogprobsImpl(logprobs_stats_triton, logprobs_backward_triton))
+
+
+# --- the second design (backend "triton-persistent"): same contracts, other kernels --------
+
+
+@torch.library.custom_op("r1core::logprobs_stats_triton_persistent", mutates_args=())
+def logprobs_stats_triton_persistent(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    inv_temperature: float,
+    need_entropy: bool,
+) -> torch.Tensor:
+    """float32 ``[4, N]``, as ``r1core::logprobs_stats_triton``."""
+    return persistent.logprobs_stats(hidden, weight, labels, inv_temperature, need_entropy)
+
+
+@logprobs_stats_triton_persistent.register_fake
+def _(hidden, weight, labels, inv_temperature, need_entropy):
+    kernels.check_dtype(hidden)
+    return hidden.new_empty((NUM_STATS, hidden.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("r1core::logprobs_backward_triton_persistent", mutates_args=())
+def logprobs_backward_triton_persistent(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    lse: torch.Tensor,
+    entropy: torch.Tensor,
+    grad_logp: torch.Tensor,
+    grad_entropy: torch.Tensor,
+    inv_temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad_hidden [N, H], grad_weight [V, H])``, as ``r1core::logprobs_backward_triton``."""
+    return persistent.logprobs_backward(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, inv_temperature)
+
+
+@logprobs_backward_triton_persistent.register_fake
+def _(hidden, weight, labels, lse, entropy, grad_logp, grad_entropy, inv_temperature):
+    kernels.check_dtype(hidden)
+    return torch.empty_like(hidden), torch.empty_like(weight)
+
+
+_backend.register_impl(
+    "fused_logprobs", "triton-persistent", LogprobsImpl(logprobs_stats_triton_persistent, logprobs_backward_triton_persistent)
+)

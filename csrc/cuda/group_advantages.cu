@@ -1,5 +1,7 @@
 // CUDA kernels of group-relative advantages, each in one launch.
 //
+// NaN rewards trip a device assertion inside the kernels (no extra launch, no host sync):
+// the next synchronising call raises "device-side assert triggered".
 // Fixed-size contiguous groups: one warp per group (count, mean, unbiased std, range by
 // warp shuffles; two passes over the group's rewards, which stay in L1).
 // Ragged groups (dense ids): a single CTA of 1024 threads runs the three phases (scatter
@@ -44,6 +46,7 @@ __global__ void fixed_groups_kernel(const scalar_t* __restrict__ rewards, scalar
   double sum = 0, low = INFINITY, high = -INFINITY;
   for (int64_t k = lane; k < group_size; k += 32) {
     const double x = static_cast<double>(r[k]);
+    CUDA_KERNEL_ASSERT(!isnan(x) && "r1core.ops.group_advantages: rewards contain NaN");
     sum += x;
     low = fmin(low, x);
     high = fmax(high, x);
@@ -114,6 +117,7 @@ __global__ void __launch_bounds__(kRaggedThreads)
     const int64_t g = group_ids[i];
     CUDA_KERNEL_ASSERT(g >= 0 && g < num_samples && "r1core: group ids must be dense in [0, B)");
     const double x = static_cast<double>(rewards[i]);
+    CUDA_KERNEL_ASSERT(!isnan(x) && "r1core.ops.group_advantages: rewards contain NaN");
     atomicAdd(count + g, 1.0);
     atomicAdd(sum + g, x);
     atomic_min_double(low + g, x);

@@ -28,6 +28,10 @@ size ``H``, a vocabulary chunk of ``V_c`` columns and element size ``e`` bytes:
 The weight gradient of each vocabulary chunk is ONE GEMM ``dlogits^T @ hidden`` whose
 reduction over all N tokens accumulates in fp32 inside the GEMM; only its final result is
 rounded to the weight's dtype, so no fp32 copy of the ``[V, H]`` weight gradient is needed.
+``dlogits @ W_chunk`` is added into the fp32 ``grad_hidden`` in place, by cuBLAS where torch
+has ``addmm(..., out_dtype=torch.float32)`` and otherwise by ``_accumulate_matmul_kernel``
+below (:func:`fp32_accumulation_path` says which; the benchmarks report it): the sum over
+chunks is never rounded to 16 bits, whatever the torch version.
 
 Why not one backward kernel with atomics (cut-cross-entropy's design)? Accumulating the
 weight gradient atomically needs an fp32 ``[V, H]`` buffer (2.4 GiB at V=151936, H=4096) or
@@ -44,7 +48,6 @@ save nothing measurable.
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 import triton
@@ -58,13 +61,25 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _configs(h100: list[tuple[int, int, int, int, int, int]]) -> list[triton.Config]:
+def autotune_mode() -> str:
+    """``R1CORE_AUTOTUNE``: ``full`` (default: every configuration below is tried once per
+    key) or ``fixed`` (the first one only: no tuning runs, as ``make bench-gpu``'s test step
+    uses to stay within its time budget). Read when this module is imported."""
+    mode = os.environ.get("R1CORE_AUTOTUNE", "full")
+    if mode not in ("full", "fixed"):
+        raise ValueError(f"R1CORE_AUTOTUNE must be 'full' or 'fixed', got {mode!r}")
+    return mode
+
+
+def _configs(h100: list[tuple[int, int, int, int, int, int]], names=("BLOCK_N", "BLOCK_V", "BLOCK_K", "GROUP_N")) -> list[triton.Config]:
     if _interpreting():
         # Autotuning under the interpreter re-runs every config in Python: one small fixed
         # config keeps CPU tests fast and still exercises masking (tiles smaller than V).
-        return [triton.Config({"BLOCK_N": 32, "BLOCK_V": 128, "BLOCK_K": 32, "GROUP_N": 2}, num_warps=4, num_stages=1)]
+        return [triton.Config(dict(zip(names, (32, 128, 32, 2))), num_warps=4, num_stages=1)]
+    if autotune_mode() == "fixed":
+        h100 = h100[:1]
     return [
-        triton.Config({"BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_K": bk, "GROUP_N": g}, num_warps=w, num_stages=s)
+        triton.Config(dict(zip(names, (bn, bv, bk, g))), num_warps=w, num_stages=s)
         for bn, bv, bk, g, w, s in h100
     ]
 
@@ -288,7 +303,7 @@ def logprobs_stats(
     num_splits: int | None = None,
 ) -> torch.Tensor:
     """float32 ``[4, N]`` statistics of this vocabulary shard; see
-    ``r1core.ops.logprobs.logprobs_stats_reference`` for the exact contract."""
+    ``r1core.ops.fused_logprobs.logprobs_stats_reference`` for the exact contract."""
     check_dtype(hidden)
     num_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
@@ -323,21 +338,93 @@ def choose_vocab_chunk(num_tokens: int, vocab: int, element_size: int, budget_by
     return min(columns, vocab)
 
 
+# grad_hidden += dlogits @ weight_chunk with an fp32 grad_hidden and 16-bit operands.
+@triton.autotune(configs=_configs(_H100_CONFIGS[:4], names=("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")), key=["N", "K"])
+@triton.jit
+def _accumulate_matmul_kernel(
+    a_ptr, b_ptr, c_ptr, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """``C[M, N] += A[M, K] @ B[K, N]``, C float32 (unit column stride): the fp32 partial sum is
+    loaded into the MMA accumulator, so the sum over vocabulary chunks is never rounded."""
+    pid = tl.program_id(0)
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_n)
+    first_m = group * GROUP_M
+    rows_in_group = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_n)) % rows_in_group
+    pid_n = (pid % (GROUP_M * num_n)) // rows_in_group
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows64 = rows.to(tl.int64)
+    tile_mask = (rows < M)[:, None] & (cols < N)[None, :]
+    c_ptrs = c_ptr + rows64[:, None] * stride_cm + cols[None, :]
+    acc = tl.load(c_ptrs, mask=tile_mask, other=0.0)
+    offs_k = tl.arange(0, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + offs_k
+        a = tl.load(a_ptr + rows64[:, None] * stride_am + ks[None, :] * stride_ak,
+                    mask=(rows < M)[:, None] & (ks < K)[None, :], other=0.0)
+        b = tl.load(b_ptr + ks.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn,
+                    mask=(ks < K)[:, None] & (cols < N)[None, :], other=0.0)
+        if UPCAST:
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    tl.store(c_ptrs, acc, mask=tile_mask)
+
+
+def accumulate_matmul_triton(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` in place with the Triton kernel above (``acc`` float32 ``[M, N]``,
+    unit column stride; ``a [M, K]``, ``b [K, N]`` of one dtype)."""
+    M, K = a.shape
+    N = b.shape[1]
+    if acc.dtype != torch.float32 or acc.stride(1) != 1 or acc.shape != (M, N) or b.shape[0] != K:
+        raise ValueError(f"accumulate_matmul_triton: acc {acc.dtype} {tuple(acc.shape)}, a {tuple(a.shape)}, b {tuple(b.shape)}")
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+    _accumulate_matmul_kernel[grid](
+        a, b, acc, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), acc.stride(0),
+        INPUT_PRECISION=_input_precision(a.dtype), UPCAST=_interpreting(),
+    )
+
+
+_FP32_ACCUMULATION: dict[str, str] = {}
+
+
+def fp32_accumulation_path(device: torch.device) -> str:
+    """How the backward adds a 16-bit product into its fp32 ``grad_hidden`` on ``device``:
+    ``"torch addmm(out_dtype=float32)"`` (cuBLAS, in place) where this torch has it on CUDA,
+    else ``"triton accumulate kernel"``; on the CPU ``"fp32 upcast"``. Probed once per device
+    type and reported by the benchmarks. There is no path that rounds per chunk."""
+    if device.type != "cuda":
+        return "fp32 upcast"
+    if "cuda" not in _FP32_ACCUMULATION:
+        acc = torch.zeros(16, 16, device=device)
+        a = torch.ones(16, 16, device=device, dtype=torch.bfloat16)
+        try:
+            torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+            ok = bool(torch.all(acc == 16))
+        except (RuntimeError, TypeError, NotImplementedError):
+            ok = False
+        _FP32_ACCUMULATION["cuda"] = "torch addmm(out_dtype=float32)" if ok else "triton accumulate kernel"
+    return _FP32_ACCUMULATION["cuda"]
+
+
 def _accumulate_matmul(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` with ``acc`` float32 and ``a``, ``b`` possibly 16-bit."""
+    """``acc += a @ b`` with ``acc`` float32 and ``a``, ``b`` possibly 16-bit, never rounded to
+    16 bits in between (see :func:`fp32_accumulation_path`)."""
     if a.dtype == acc.dtype:
         acc.addmm_(a, b)
-    elif acc.is_cuda:
-        try:
-            # cuBLAS with a float32 C (beta = 1): the sum over vocabulary chunks stays fp32.
-            torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
-        except (RuntimeError, TypeError) as error:  # torch without addmm(out_dtype=...)
-            if not getattr(_accumulate_matmul, "warned", False):
-                _accumulate_matmul.warned = True
-                warnings.warn(f"r1core: fp32-output addmm unavailable ({error}); rounding per chunk", stacklevel=2)
-            acc.add_(a @ b)
-    else:  # CPU (the interpreter): exact fp32 products, speed does not matter here
+    elif not acc.is_cuda:  # CPU (the interpreter): exact fp32 products, speed does not matter
         acc.addmm_(a.float(), b.float())
+    elif fp32_accumulation_path(acc.device) == "torch addmm(out_dtype=float32)":
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    else:
+        accumulate_matmul_triton(acc, a, b)
 
 
 def logprobs_backward(
@@ -352,7 +439,7 @@ def logprobs_backward(
     chunk_budget_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(grad_hidden [N, H], grad_weight [V, H])`` of this shard, in the inputs' dtype; the
-    contract of ``r1core.ops.logprobs.logprobs_backward_reference``. Extra memory: see the
+    contract of ``r1core.ops.fused_logprobs.logprobs_backward_reference``. Extra memory: see the
     module docstring; ``chunk_budget_bytes`` defaults to :data:`DEFAULT_CHUNK_BUDGET_BYTES`."""
     check_dtype(hidden)
     num_tokens, hidden_size = hidden.shape

@@ -102,8 +102,9 @@ def group_advantages(
 
     Args:
         rewards: float ``[B]``. NaN rewards raise ``ValueError`` (checked on the host when
-            rewards are on the CPU, where reward functions produce them; on CUDA through an
-            asynchronous device assertion, so no host synchronisation happens).
+            rewards are on the CPU, where reward functions produce them; on CUDA by a device
+            assertion inside the advantage kernel, so no host synchronisation and no extra
+            launch happens: the next synchronising call raises).
         group_size: samples per group when groups are contiguous and equal-sized
             (``B % group_size == 0``).
         group_ids: int ``[B]``, any integer id per sample for ragged groups (samples of a
@@ -135,8 +136,8 @@ def group_advantages(
             raise ValueError(f"group_ids shape {tuple(group_ids.shape)} != rewards shape {tuple(rewards.shape)}")
         if group_ids.dtype.is_floating_point or group_ids.dtype == torch.bool:
             raise ValueError(f"group_ids must be an integer tensor, got {group_ids.dtype}")
-    _check_finite(rewards)
     name, impl = _backend.resolve("group_advantages", backend, rewards.device)
+    _check_finite(rewards, kernel_checks=name in ("triton", "cuda"))
     if group_size is not None and name != "reference" and hasattr(impl, "fixed_size"):
         return impl.fixed_size(rewards, group_size, mode, eps)
     if group_ids is None:
@@ -146,11 +147,14 @@ def group_advantages(
     return impl(rewards, group_ids, mode, eps)
 
 
-def _check_finite(rewards: torch.Tensor) -> None:
-    nan = torch.isnan(rewards)
+def _check_finite(rewards: torch.Tensor, kernel_checks: bool) -> None:
+    """Refuse NaN rewards. On the CPU on the host (free, and names the index); on CUDA the
+    triton and cuda kernels assert it themselves as they read the rewards, so only the
+    reference backend needs an asynchronous assertion here (three more launches)."""
     if rewards.device.type == "cpu":
+        nan = torch.isnan(rewards)
         if bool(nan.any()):
             index = int(nan.nonzero()[0, 0])
             raise ValueError(f"rewards contain NaN (first at index {index}); a reward function returned NaN")
-    else:
-        torch._assert_async(~nan.any(), "r1core.ops.group_advantages: rewards contain NaN")
+    elif not kernel_checks:
+        torch._assert_async(~torch.isnan(rewards).any(), "r1core.ops.group_advantages: rewards contain NaN")

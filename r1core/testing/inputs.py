@@ -1,4 +1,4 @@
-"""Input factories shared by the tests and the benchmarks in ``perf/``.
+"""Input factories of the op tests and of the benchmarks in ``perf/``.
 
 Values are scaled like a trained model's: hidden states of unit RMS, LM-head rows of norm
 ~1/sqrt(H) times a logit scale, so softmaxes are neither uniform nor one-hot.
@@ -24,17 +24,22 @@ def make_logprobs_inputs(
 
     Half of the labels are the argmax token (as sampled tokens often are), half uniform.
     """
-    generator = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(num_tokens, hidden_size, generator=generator)
-    weight = torch.randn(vocab_size, hidden_size, generator=generator) * (logit_scale / hidden_size**0.5)
-    labels = torch.randint(0, vocab_size, (num_tokens,), generator=generator)
+    device = torch.device(device)
+    # Drawn where they are used: at the benchmark shape (N=16384, V=151936) choosing the
+    # greedy labels is a 2e13-FLOP product, minutes on a CPU. The same seed therefore gives
+    # other values on CUDA than on the CPU.
+    generator = torch.Generator(device=device).manual_seed(seed)
+    draw = dict(generator=generator, device=device)
+    hidden = torch.randn(num_tokens, hidden_size, **draw)
+    weight = torch.randn(vocab_size, hidden_size, **draw) * (logit_scale / hidden_size**0.5)
+    labels = torch.randint(0, vocab_size, (num_tokens,), **draw)
     if num_tokens and vocab_size:
-        greedy = torch.rand(num_tokens, generator=generator) < 0.5
+        greedy = torch.rand(num_tokens, **draw) < 0.5
         top = torch.cat([(chunk @ weight.T).argmax(-1) for chunk in hidden.split(1024)])
         labels = torch.where(greedy, top, labels)
-    hidden = hidden.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    weight = weight.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    return hidden, weight, labels.to(device)
+    hidden = hidden.to(dtype=dtype).requires_grad_(requires_grad)
+    weight = weight.to(dtype=dtype).requires_grad_(requires_grad)
+    return hidden, weight, labels
 
 
 def make_grpo_loss_inputs(

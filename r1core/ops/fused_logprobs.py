@@ -170,34 +170,51 @@ def combine_stats(stats: torch.Tensor, tp_group: dist.ProcessGroup | None) -> tu
     return logp, entropy, lse
 
 
+def shard_labels(labels: torch.Tensor, vocab_start: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(shard-local int64 labels [N], ignored bool [N])``. Ignored tokens get the local label
+    -1, which no column of any shard matches, so every backend's kernels take no target logit
+    for them; the autograd Function then zeroes their outputs and gradients."""
+    ignored = labels == ignore_index
+    local = torch.where(ignored, -1, labels.long() - vocab_start)
+    return local, ignored
+
+
 class _FusedLogprobsFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, inv_temperature, need_entropy, tp_group, impl):
+    def forward(ctx, hidden, weight, labels, ignored, inv_temperature, need_entropy, tp_group, impl):
         stats = impl.stats(hidden, weight, labels, inv_temperature, need_entropy)
         logp, entropy, lse = combine_stats(stats, tp_group)
-        ctx.save_for_backward(hidden, weight, labels, lse, entropy)
+        # Ignored tokens: log p 0 and entropy 0 (their statistics are computed with the rest:
+        # skipping rows inside a tile saves nothing, and compacting them needs a host sync).
+        logp = logp.masked_fill(ignored, 0.0)
+        entropy_out = entropy.masked_fill(ignored, 0.0)
+        ctx.save_for_backward(hidden, weight, labels, ignored, lse, entropy)
         ctx.inv_temperature = inv_temperature
         ctx.tp_group = tp_group
         ctx.impl = impl
         if not need_entropy:
-            entropy = entropy.new_empty(0)
-            ctx.mark_non_differentiable(entropy)
-        return logp, entropy
+            entropy_out = entropy.new_empty(0)
+            ctx.mark_non_differentiable(entropy_out)
+        return logp, entropy_out
 
     @staticmethod
     def backward(ctx, grad_logp, grad_entropy):
-        hidden, weight, labels, lse, entropy = ctx.saved_tensors
+        hidden, weight, labels, ignored, lse, entropy = ctx.saved_tensors
         if grad_logp is None:
             grad_logp = torch.zeros_like(lse)
         if grad_entropy is None or grad_entropy.numel() == 0:
             grad_entropy = entropy.new_empty(0)
+        else:
+            grad_entropy = grad_entropy.masked_fill(ignored, 0.0)
+        # Zero upstream gradient on ignored rows: their dL/dlogits are exactly 0, because the
+        # saved lse and entropy of those rows are the real, finite ones.
         grad_hidden, grad_weight = ctx.impl.backward(
             hidden,
             weight,
             labels,
             lse,
             entropy,
-            grad_logp.to(lse.dtype).contiguous(),
+            grad_logp.masked_fill(ignored, 0.0).to(lse.dtype).contiguous(),
             grad_entropy.to(lse.dtype).contiguous(),
             ctx.inv_temperature,
         )
@@ -206,7 +223,7 @@ class _FusedLogprobsFunction(torch.autograd.Function):
             # hidden is replicated over the group; each shard saw only its vocabulary
             # slice, so the full gradient is the sum of the shards' partial gradients.
             dist.all_reduce(grad_hidden, op=dist.ReduceOp.SUM, group=tp_group)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def validate_logprobs_inputs(
@@ -217,6 +234,7 @@ def validate_logprobs_inputs(
     vocab_start: int,
     tp_group: dist.ProcessGroup | None,
     validate: bool,
+    ignore_index: int = -100,
 ) -> None:
     """Shape, dtype and label-range checks shared by the log-prob ops."""
     if hidden.dim() != 2 or weight.dim() != 2:
@@ -243,13 +261,16 @@ def validate_logprobs_inputs(
     if validate and labels.numel() > 0:
         # On CPU this is free; on CUDA it is one host synchronisation (pass validate=False in
         # hot loops once the token ids have been checked on the host).
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"label {bad} is outside the vocabulary [0, {vocab_size}) "
-                f"(weight has {weight.shape[0]} rows x {world} tensor-parallel ranks)"
-            )
+        kept = labels[labels != ignore_index]
+        if kept.numel() > 0:
+            low, high = int(kept.min()), int(kept.max())
+            if low < 0 or high >= vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"label {bad} is outside the vocabulary [0, {vocab_size}) "
+                    f"(weight has {weight.shape[0]} rows x {world} tensor-parallel ranks) "
+                    f"and is not the ignore_index {ignore_index}"
+                )
 
 
 def fused_logprobs(
@@ -263,6 +284,7 @@ def fused_logprobs(
     vocab_start: int = 0,
     backend: str | None = None,
     validate: bool = True,
+    ignore_index: int = -100,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of ``labels`` (and the entropy) under ``softmax(hidden @ weight.T / T)``.
 
@@ -279,17 +301,20 @@ def fused_logprobs(
             the statistics are combined with two small all-reduces, and the gradient of
             ``hidden`` returned on each rank is the full one (all-reduced in backward).
         vocab_start: first global token id of this rank's slice.
-        backend: ``None``/``"auto"``, ``"reference"``, ``"triton"``, ``"cpp"``, ``"cuda"``.
-        validate: check that every label lies in the vocabulary (raises ``ValueError``).
+        backend: ``None``/``"auto"``, ``"reference"``, ``"triton"``, ``"triton-persistent"``, ``"cpp"``, ``"cuda"``.
+        validate: check that every label lies in the vocabulary or equals ``ignore_index``
+            (raises ``ValueError``).
+        ignore_index: label of tokens to leave out (Hugging Face's, Liger's and verl's -100):
+            their ``logp`` and ``entropy`` are 0 and no gradient flows from them.
 
     Returns:
         ``logp`` float32 ``[N]`` (float64 for float64 inputs on the reference backend), or
         ``(logp, entropy)`` when ``return_entropy``.
     """
-    validate_logprobs_inputs(hidden, weight, labels, temperature, vocab_start, tp_group, validate)
+    validate_logprobs_inputs(hidden, weight, labels, temperature, vocab_start, tp_group, validate, ignore_index)
     _, impl = _backend.resolve("fused_logprobs", backend, hidden.device)
-    local_labels = labels.long() - vocab_start
+    local_labels, ignored = shard_labels(labels, vocab_start, ignore_index)
     logp, entropy = _FusedLogprobsFunction.apply(
-        hidden, weight, local_labels, 1.0 / temperature, return_entropy, tp_group, impl
+        hidden, weight, local_labels, ignored, 1.0 / temperature, return_entropy, tp_group, impl
     )
     return (logp, entropy) if return_entropy else logp
