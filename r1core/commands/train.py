@@ -181,9 +181,11 @@ class Pipeline:
                          f"training, {skipped_eval} of {len(held)} held-out")
         for note in notes:
             progress(f"data: {note}")
-        self.logger.log(0, {"train_problems": len(self.train_encoded), "train_skipped_too_long": skipped_train,
-                            "eval_problems": len(self.eval_encoded), "eval_skipped_too_long": skipped_eval,
-                            "prompt_budget": plan.prompt_budget, "max_model_len": plan.max_model_len}, phase="data")
+        if self.resume_step is None:  # a resumed run logged these when it started
+            self.logger.log(0, {"train_problems": len(self.train_encoded), "train_skipped_too_long": skipped_train,
+                                "eval_problems": len(self.eval_encoded), "eval_skipped_too_long": skipped_eval,
+                                "prompt_budget": plan.prompt_budget, "max_model_len": plan.max_model_len},
+                            phase="data")
         steps = rl_steps(cfg, len(self.train_encoded))
         if steps != cfg.trainer.steps:
             progress(f"data: data.epochs={cfg.data.epochs} over {len(self.train_encoded)} problems: {steps} RL steps")

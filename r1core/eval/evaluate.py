@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from r1core.data.records import Problem
 from r1core.eval.metrics import EqualFn, avg_at_k, maj_at_k, majority_correct, mean_pass_at_k
-from r1core.rewards.extract import normalize_answer
+from r1core.rewards.extract import extract_answer, normalize_answer
 
 Grader = Callable[[list[str], list[str]], list[float]]
 
@@ -65,8 +65,11 @@ def evaluate(
             (its index), ``response``, ``answer`` (extracted), ``score``, ``correct``.
 
     Returns:
-        ``{"num_problems", "num_samples", "avg@n", "pass@k"..., "maj@k"..., "mean_score"}``
-        (keys prefixed with ``name/`` when given). maj@k votes over the first k samples.
+        ``{"num_problems", "num_samples", "avg@n", "pass@k"..., "maj@k"..., "mean_score",
+        "answer_marker_rate"}`` (keys prefixed with ``name/`` when given). maj@k votes over the
+        first k samples; ``answer_marker_rate`` is the share of responses that mark a final
+        answer (``<answer>`` tags, ``\\boxed{}`` or ``####``; :func:`extract_answer`), the
+        answer-format rate.
     """
     if len(problems) != len(responses):
         raise ValueError(f"{len(problems)} problems but {len(responses)} response lists")
@@ -94,6 +97,7 @@ def evaluate(
         f"{prefix}mean_score": sum(scores) / len(scores),
         f"{prefix}avg@{num_samples}": sum(avg_at_k([float(s >= correct_threshold) for s in g]) for g in per_problem)
         / len(problems),
+        f"{prefix}answer_marker_rate": sum(extract_answer(r).kind != "none" for r in flat_responses) / len(flat_responses),
     }
     for k in ks:
         report[f"{prefix}pass@{k}"] = mean_pass_at_k(num_correct, num_samples, k)
