@@ -65,13 +65,13 @@ def run(cfg: RunConfig) -> int:
     plan = length_plan(cfg.data, cfg.rollout.max_model_len, hf_dir, longest_prompt=encoded.longest,
                        response_budget=section.max_tokens)
     kept, skipped = encoded.within(plan.prompt_budget)
+    if not len(kept):
+        raise DataFormatError(section.benchmark, None, f"every prompt is longer than {plan.prompt_budget} tokens")
     if plan.note:
         print(f"r1core eval: {plan.note}", file=sys.stderr)
     if skipped:
         print(f"r1core eval: skipped {skipped} of {len(encoded)} problems whose prompt is longer than "
               f"{plan.prompt_budget} tokens", file=sys.stderr)
-    if not len(kept):
-        raise DataFormatError(section.benchmark, None, f"every prompt is longer than {plan.prompt_budget} tokens")
     rollout = VLLMRollout(hf_dir, config=replace(cfg.rollout, max_model_len=plan.max_model_len))
     try:
         groups = rollout.generate(kept.tokens, n=section.k, max_tokens=section.max_tokens,

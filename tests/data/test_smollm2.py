@@ -62,7 +62,7 @@ def test_r1core_eval_on_gsm8k(tmp_path):
         [sys.executable, "-m", "r1core.cli", "eval", f"run.output_root={tmp_path}", "run.name=eval",
          f"policy.hf_dir={CHECKPOINT}", "eval.benchmark=gsm8k", "eval.limit=2", "eval.k=1", "eval.temperature=0",
          "eval.max_tokens=32", "data.template=chat", "data.instruction='Put your final answer within \\boxed{}.'",
-         "rollout.dtype=float32", "reward.num_workers=1"],
+         "rollout.dtype=float32", "rollout.max_model_len=64", "reward.num_workers=1"],
         capture_output=True, text=True, env=env, timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -72,4 +72,4 @@ def test_r1core_eval_on_gsm8k(tmp_path):
     assert [s["gold"] for s in samples] == ["18", "3"]
     assert samples[0]["prompt"].startswith("<|im_start|>system") and "\\boxed{}" in samples[0]["prompt"]
     assert all(s["response"] and "<|im_end|>" not in s["response"] and 0 < s["num_tokens"] <= 32 for s in samples)
-    assert "raised from 256" in result.stderr  # GSM8K chat prompts + 32 tokens fit the engine it sized
+    assert "rollout.max_model_len raised from 64" in result.stderr  # the chat prompts + 32 tokens do not fit 64

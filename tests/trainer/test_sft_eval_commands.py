@@ -99,8 +99,8 @@ def model_dir(tmp_path_factory):
 
 def one_line_exit_2(result: subprocess.CompletedProcess, *needles: str) -> None:
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-4000:]
-    # The progress bar of `train` may share the terminal line (it redraws with carriage returns).
-    lines = [line for line in re.split(r"[\r\n]", result.stderr) if line.startswith("r1core ")]
+    # The progress bar of `train` may share the terminal line with the message.
+    lines = re.findall(r"r1core (?:train|eval|sft): [^\r\n]*", result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-4000:]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -137,7 +137,7 @@ def test_long_prompts_are_skipped_and_counted(model_dir, tmp_path):
 
 
 def test_train_on_dataset_files(model_dir, tmp_path):
-    """``r1core train`` on jsonl datasets with a given checkpoint: no synthetic cold start,
+    """``r1core train`` on jsonl datasets with a field mapping and a given checkpoint: no synthetic cold start,
     GSM8K-style golds, prompts over the budget skipped and counted, the engine sized to the
     prompts, a learning-rate warmup, token-budget micro-batches and periodic HF exports."""
     data = tmp_path / "train.jsonl"
@@ -147,7 +147,8 @@ def test_train_on_dataset_files(model_dir, tmp_path):
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps({"question": f"{a}+{a}=?", "solution": f"#### {2 * a}"}) + "\n" for a in range(4)))
     r1core("train", f"run.output_root={tmp_path}", "run.name=files", f"policy.hf_dir={model_dir}",
-           f"data.train_files=[{data}]", f"data.eval_files=[{held}]", "data.template=raw", "data.max_prompt_tokens=24",
+           f"data.train_files=[{data}]", f"data.eval_files=[{held}]", "data.fields={answer: solution}",
+           "data.template=raw", "data.max_prompt_tokens=24",
            "trainer.steps=2", "trainer.prompts_per_step=4", "trainer.samples_per_prompt=2",
            "trainer.max_response_tokens=8", "trainer.micro_batch_tokens=20", "eval.k=1", "eval.max_tokens=8",
            "eval.every=1", "reward.num_workers=1", "policy.warmup_steps=2", "policy.lr=1e-3", "policy.export_every=1",
