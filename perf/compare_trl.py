@@ -302,6 +302,11 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     from r1core.data.tokenizers import ResponseDecoder, load_tokenizer, stop_token_ids
     from r1core.rewards import compose_rewards
 
+    try:
+        from r1core.rewards import scoring_in_process
+    except ImportError:  # an r1core.rewards without a shared pool scores in the calling process anyway
+        from contextlib import nullcontext as scoring_in_process
+
     tokenizer = load_tokenizer(start)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -340,7 +345,10 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
         # skip_special_tokens=True, which drops the R1 tags (<think>, <answer>, ... are special
         # tokens of this tokenizer) and would zero the format reward.
         texts = [decode(ids) for ids in completion_ids]
-        totals, parts = composite.score(texts, list(answer))
+        # In TRL's own process, as TRL calls its reward functions: a detour through r1core's
+        # shared reward pool would charge TRL's steps for inter-process transfers.
+        with scoring_in_process():
+            totals, parts = composite.score(texts, list(answer))
         prompt_ids = [tokenizer.encode(p, add_special_tokens=add_special) for p in prompts]
         per_step["train_tokens"].append(float(sample_tokens(prompt_ids, completion_ids)))
         per_step["reward"].append(sum(totals) / len(totals))
