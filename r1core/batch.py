@@ -296,6 +296,33 @@ def sft_micro_batch(examples: Sequence[tuple[list[int], list[int]]]) -> MicroBat
                       response_positions(prompt_lengths, response_lengths, width).float())
 
 
+def micro_batch_chunks(lengths: Sequence[int], max_samples: int, max_tokens: int = 0) -> list[list[int]]:
+    """Positions ``0..len(lengths)-1`` split, in order, into micro-batches.
+
+    Each chunk holds at most ``max_samples`` samples and, when ``max_tokens`` > 0, at most
+    ``max_tokens`` tokens (``lengths`` are each sample's prompt + response tokens); a sample
+    longer than ``max_tokens`` is a chunk of its own. Packing by tokens keeps the work of a
+    forward/backward even when response lengths vary tenfold, as they do in R1 runs.
+    """
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index, length in enumerate(lengths):
+        over = max_tokens > 0 and current and tokens + length > max_tokens
+        if len(current) == max_samples or over:
+            chunks.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += length
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def rl_micro_batches(
     batch: RolloutBatch,
     rows: Sequence[int],
@@ -303,17 +330,22 @@ def rl_micro_batches(
     *,
     old_logp: Sequence[torch.Tensor] | None = None,
     ref_logp: Sequence[torch.Tensor] | None = None,
+    max_tokens: int = 0,
 ) -> list[MicroBatch]:
-    """``rows`` of ``batch`` (in that order) as micro-batches of ``micro_batch_size``.
+    """``rows`` of ``batch`` (in that order) as micro-batches of at most ``micro_batch_size``
+    samples and, when ``max_tokens`` > 0, at most ``max_tokens`` tokens
+    (:func:`micro_batch_chunks`).
 
     The mask carries each response's loss weight; ``old_logp`` / ``ref_logp`` are per-row
     response-aligned tensors of the whole batch (as :func:`to_response_aligned` gives them).
     """
     if batch.advantages is None:
         raise ValueError("compute advantages before building micro-batches")
+    rows = list(rows)
+    lengths = [len(batch.prompt_tokens[batch.row_group(r)]) + len(batch.response_tokens[r]) for r in rows]
     out = []
-    for start in range(0, len(rows), micro_batch_size):
-        chunk = list(rows[start : start + micro_batch_size])
+    for positions in micro_batch_chunks(lengths, micro_batch_size, max_tokens):
+        chunk = [rows[i] for i in positions]
         prompt_lengths = [len(batch.prompt_tokens[batch.row_group(r)]) for r in chunk]
         response_lengths = [len(batch.response_tokens[r]) for r in chunk]
         width = sequence_width(prompt_lengths, response_lengths)

@@ -6,6 +6,12 @@ builds a tokenizer and a small random-initialised Qwen2-style model, writes cold
 traces in the R1 format for a synthetic verifiable task, fine-tunes on them, then trains
 with GRPO on vLLM rollouts and rule-based rewards, entirely on CPU.
 
+With a checkpoint (``policy.hf_dir``) the run trains it on the synthetic task or on dataset
+files (``data.train_files``), prompted by the run's template (the tokenizer's chat template,
+R1-Zero's, or raw); it is fine-tuned first only when asked (``sft.cold_start``). Prompts too
+long for the budget are skipped and counted, and the engine's length is fitted to the
+prompts and the response budget (:mod:`r1core.commands.prompting`).
+
 Under torchrun (``WORLD_SIZE > 1``) the layout is checked and the process groups are made
 before anything is built. Each data-parallel replica's leader owns a rollout engine (in its
 own process, away from the trainer's process group) and a reward pool; every rank trains
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -31,22 +38,28 @@ from r1core.algos.sampling import DifficultyFilter, PromptStream
 from r1core.batch import Prompt, RolloutBatch
 from r1core.commands.console import Progress
 from r1core.commands.lifecycle import EXIT_STOPPED, StopRequested, active_control
+from r1core.commands.prompting import length_plan, model_positions, prompting
+from r1core.commands.sft import check_recompute, load_sft_examples
 from r1core.config.loader import ConfigError, config_to_dict, dump_config
 from r1core.config.run import RESUMABLE_KEYS, RunConfig, changed_for_resume
+from r1core.data.config import DataConfig
+from r1core.data.prompts import EncodedProblems, encode_problems
+from r1core.data.records import DataFormatError
+from r1core.data.sources import hold_out, load_sources
 from r1core.data.synthetic.base import get_task, split_problems
-from r1core.data.templates import get_template
-from r1core.data.tokenizers import load_tokenizer
+from r1core.data.templates import ChatTemplate, build_template
+from r1core.data.tokenizers import end_of_turn_id, load_tokenizer
 from r1core.eval.evaluate import evaluate
 from r1core.parallel.layout import resolve_layout
 from r1core.parallel.topology import Topology, even_slices, without_torchrun_env
-from r1core.rewards.extract import ANSWER_OPEN, extract_answer
+from r1core.rewards.extract import ANSWER_OPEN, final_or_last_number
 from r1core.rollout.config import RolloutConfig
 from r1core.trainer.checkpoint import CheckpointManager
 from r1core.trainer.embedded import make_tiny_qwen2, train_tokenizer
 from r1core.trainer.grpo import GRPOTrainer, sync_weights
 from r1core.trainer.rng import restore_rng_state
 from r1core.trainer.run_logger import NullLogger, RunLogger, atomic_write_text
-from r1core.trainer.sft import run_sft
+from r1core.trainer.sft import num_sft_steps, run_sft
 
 # Evaluation samples with its own seeds, away from the training steps' (see
 # r1core.trainer.grpo.STEP_SEED_STRIDE): problem i of an evaluation draws with
@@ -62,12 +75,15 @@ def _corrupt(answer: str, rng: random.Random) -> str:
     return str(value + rng.choice([-3, -2, -1, 1, 2, 3]))
 
 
-def cold_start_traces(task: Any, problems: Sequence[Any], noise: float, seed: int) -> list[tuple[str, str]]:
-    """``(problem text, R1-format response)`` pairs; a ``noise`` share ends in a wrong answer."""
+def cold_start_traces(task: Any, problems: Sequence[Any], noise: float, seed: int,
+                      open_think: bool = False) -> list[tuple[str, str]]:
+    """``(problem text, R1-format response)`` pairs; a ``noise`` share ends in a wrong answer.
+    ``open_think``: the response opens its ``<think>`` itself (prompts that do not end
+    with one)."""
     rng = random.Random(seed)
     out = []
     for problem in problems:
-        trace = task.solution_trace(problem, open_think=False)
+        trace = task.solution_trace(problem, open_think=open_think)
         if rng.random() < noise:
             head, _, _ = trace.rpartition(ANSWER_OPEN)
             trace = f"{head}{ANSWER_OPEN}{_corrupt(problem.answer, rng)}</answer>"
@@ -98,15 +114,23 @@ class Pipeline:
     # --------------------------------------------------------------- phases
 
     def build_task(self) -> None:
+        """The training and held-out problems: from ``data.train_files`` when given, else the
+        synthetic task's."""
         section = self.cfg.data
-        self.task = get_task(section.task, difficulty=section.difficulty)
-        if section.options:
-            fields = {k: int(v) if isinstance(getattr(self.task.config, k, None), int) else v for k, v in section.options.items()}
-            self.task = get_task(section.task, config=replace(self.task.config, **fields))
-        self.train_problems, self.eval_problems = split_problems(
-            self.task, section.num_train, section.num_eval, seed=section.seed
-        )
-        self.template = get_template(section.template)
+        if section.train_files:
+            self.task = None
+            self.train_problems, self.eval_problems = load_training_data(section)
+        else:
+            self.task = get_task(section.task, difficulty=section.difficulty)
+            if section.options:
+                fields = {k: int(v) if isinstance(getattr(self.task.config, k, None), int) else v for k, v in section.options.items()}
+                self.task = get_task(section.task, config=replace(self.task.config, **fields))
+            self.train_problems, self.eval_problems = split_problems(
+                self.task, section.num_train, section.num_eval, seed=section.seed
+            )
+        # The chat template needs the tokenizer; it is built with it in prepare_prompts.
+        self.template = None if section.template == "chat" else build_template(section.template,
+                                                                                 instruction=section.instruction)
 
     def build_model(self) -> Path:
         """The starting checkpoint: the configured one, or the embedded tokenizer + model."""
@@ -115,7 +139,14 @@ class Pipeline:
             return Path(self.cfg.policy.hf_dir)
         init_dir = self.run_dir / "init"
         if self.topology.is_main:
-            corpus = [self.template(p.problem) + self.task.solution_trace(p, open_think=False) for p in self.train_problems]
+            if self.template is None:
+                raise ConfigError("the chat template needs a tokenizer with one; the embedded model's has none "
+                                  "(set policy.hf_dir, or data.template=compact)", key="data.template")
+            # The tokenizer learns the text it will see: prompts and the task's traces (or,
+            # for dataset files, the gold answers).
+            responses = ([self.task.solution_trace(p, open_think=False) for p in self.train_problems]
+                         if self.task is not None else [p.answer for p in self.train_problems])
+            corpus = [self.template(p.problem) + r for p, r in zip(self.train_problems, responses)]
             embedded = self.cfg.embedded
             self.tokenizer = train_tokenizer(corpus, self.run_dir / "tokenizer", vocab_size=embedded.vocab_size)
             init_dir = make_tiny_qwen2(init_dir, self.tokenizer, embedded.model)
@@ -125,30 +156,85 @@ class Pipeline:
             self.tokenizer = load_tokenizer(init_dir)
         return init_dir
 
-    def encode_prompts(self, problems: Sequence[Any]) -> list[Prompt]:
-        return [Prompt(self.tokenizer.encode(self.template(p.problem)), p.answer, i) for i, p in enumerate(problems)]
+    def prepare_prompts(self, start_dir: Path) -> None:
+        """Template, stop tokens and decoder for the tokenizer; every problem rendered and
+        tokenised; the prompt budget and engine length planned (``rollout.max_model_len``
+        raised when the prompts and the response budget need more, the model's positions
+        the cap); over-long prompts skipped and counted; the RL step count fixed
+        (``data.epochs``)."""
+        cfg = self.cfg
+        self.prompting = prompting(cfg.data, self.tokenizer, start_dir)
+        self.template = self.prompting.template
+        train = encode_problems(self.train_problems, self.template, self.tokenizer)
+        held = encode_problems(self.eval_problems, self.template, self.tokenizer)
+        plan = length_plan(cfg.data, cfg.rollout.max_model_len, start_dir, longest_prompt=max(train.longest, held.longest),
+                           response_budget=max(cfg.trainer.max_response_tokens, cfg.eval.max_tokens))
+        self.max_model_len = plan.max_model_len
+        self.train_encoded, skipped_train = train.within(plan.prompt_budget)
+        self.eval_encoded, skipped_eval = held.within(plan.prompt_budget)
+        if not len(self.train_encoded):
+            raise DataFormatError(", ".join(cfg.data.train_files) or cfg.data.task, None,
+                                  f"every training prompt is longer than {plan.prompt_budget} tokens")
+        notes = [plan.note] if plan.note else []
+        if skipped_train or skipped_eval:
+            notes.append(f"skipped prompts longer than {plan.prompt_budget} tokens: {skipped_train} of {len(train)} "
+                         f"training, {skipped_eval} of {len(held)} held-out")
+        for note in notes:
+            self.progress.note("data: %s", note)
+        if self.resume_step is None:  # a resumed run logged these when it started
+            self.logger.log(0, {"train_problems": len(self.train_encoded), "train_skipped_too_long": skipped_train,
+                                "eval_problems": len(self.eval_encoded), "eval_skipped_too_long": skipped_eval,
+                                "prompt_budget": plan.prompt_budget, "max_model_len": plan.max_model_len},
+                            phase="data")
+        steps = rl_steps(cfg, len(self.train_encoded))
+        if steps != cfg.trainer.steps:
+            self.progress.note("data: data.epochs=%s over %d problems: %d RL steps", cfg.data.epochs,
+                               len(self.train_encoded), steps)
+            self.cfg = replace(cfg, trainer=replace(cfg.trainer, steps=steps))
+            self.progress.plan(*rl_progress_plan(self.cfg, self.resume_step))
+
+    def encode_prompts(self, encoded: EncodedProblems) -> list[Prompt]:
+        """Training prompts; a problem's uid is its position, or its id for dataset files
+        (stable across runs that filter differently)."""
+        by_id = bool(self.cfg.data.train_files)
+        return [Prompt(tokens, p.answer, p.id if by_id else i)
+                for i, (p, tokens) in enumerate(zip(encoded.problems, encoded.tokens))]
 
     def decode(self, ids: list[int]) -> str:
-        eos = self.tokenizer.eos_token_id
-        return self.tokenizer.decode([i for i in ids if i != eos], skip_special_tokens=False)
+        return self.prompting.decode(ids)
 
-    def build_policy(self, hf_dir: Path, lr: float):
+    def build_policy(self, hf_dir: Path, lr: float, total_steps: int = 0):
         from r1core.models import build_policy
 
         policy = self.cfg.policy
-        return build_policy(hf_dir, self.cfg.parallel, dtype=policy.torch_dtype(), optim=policy.optim(lr),
-                            seed=self.cfg.run.seed)
+        check_recompute(policy.recompute)
+        return build_policy(hf_dir, self.cfg.parallel, dtype=policy.torch_dtype(), optim=policy.optim(lr, total_steps),
+                            seed=self.cfg.run.seed, recompute=policy.recompute)
+
+    def cold_start_examples(self, start_dir: Path, kind: str) -> list[tuple[list[int], list[int]]]:
+        """The cold start's ``(prompt ids, response ids)``: the synthetic task's traces, or
+        ``sft.traces``."""
+        if kind == "traces":
+            return load_sft_examples(self.cfg.sft.traces, self.tokenizer, self.prompting,
+                                     max_tokens=model_positions(start_dir),
+                                     log=lambda message: self.progress.note("sft: %s", message))
+        chat = isinstance(self.template, ChatTemplate)
+        # The compact template ends the prompt with <think>; every other one leaves it to
+        # the response.
+        traces = cold_start_traces(self.task, self.train_problems, self.cfg.sft.trace_noise, self.cfg.run.seed,
+                                   open_think=self.cfg.data.template != "compact")
+        end = (end_of_turn_id(self.tokenizer) if chat else None) or self.tokenizer.eos_token_id
+        return [(self.tokenizer.encode(self.template(q), add_special_tokens=not chat),
+                 self.tokenizer.encode(r, add_special_tokens=False) + [end]) for q, r in traces]
 
     def cold_start(self, start_dir: Path) -> Path:
         section = self.cfg.sft
-        if section.epochs <= 0:
+        kind = cold_start_kind(self.cfg)
+        if section.epochs <= 0 or kind == "none":
             return start_dir
-        policy = self.build_policy(start_dir, section.lr)
-        eos = self.tokenizer.eos_token_id
-        traces = cold_start_traces(self.task, self.train_problems, section.trace_noise, self.cfg.run.seed)
-        examples = [(self.tokenizer.encode(self.template(q)), self.tokenizer.encode(r) + [eos]) for q, r in traces]
-
-        steps = section.num_steps(len(examples))
+        examples = self.cold_start_examples(start_dir, kind)
+        steps = num_sft_steps(section, len(examples))
+        policy = self.build_policy(start_dir, section.lr, steps)
         self.progress.plan(self.progress.total + steps, self.progress.done)
 
         def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -170,7 +256,9 @@ class Pipeline:
         """avg@k accuracy on the held-out problems (R1's pass@1 from k samples); logged."""
         section = self.cfg.eval
         topology = self.topology
-        prompts = self.encode_prompts(self.eval_problems)
+        if not len(self.eval_encoded):
+            return float("nan")  # no held-out problems (data.num_eval=0)
+        prompts = self.encode_prompts(self.eval_encoded)
         # Each replica's leader samples its contiguous share of the problems (per-problem
         # seeds as in one process); global rank 0 grades the gathered responses and every
         # rank gets the same accuracy.
@@ -179,7 +267,8 @@ class Pipeline:
         if topology.is_leader:
             groups = rollout.generate(
                 [p.tokens for p in prompts[share]], n=section.k, max_tokens=section.max_tokens,
-                temperature=section.temperature, seed=EVAL_SEED_OFFSET + self.cfg.run.seed + share.start,
+                temperature=section.temperature, top_p=section.top_p, stop=self.prompting.stop_ids,
+                seed=EVAL_SEED_OFFSET + self.cfg.run.seed + share.start,
             )
             local = (topology.dp_rank, [[(self.decode(s.token_ids), len(s.token_ids)) for s in g] for g in groups])
         parts = sorted(part for part in topology.all_gather(local) if part is not None)
@@ -187,8 +276,8 @@ class Pipeline:
         if topology.is_main:
             samples = [group for _, groups in parts for group in groups]
             responses = [[text for text, _ in group] for group in samples]
-            report = evaluate(self.eval_problems, responses, self.grade, ks=[1, section.k],
-                              extract_fn=lambda text: extract_answer(text).final)
+            report = evaluate(self.eval_encoded.problems, responses, self.grade, ks=sorted({1, section.k}),
+                              extract_fn=final_or_last_number)
             metrics = {key: float(value) for key, value in report.items() if isinstance(value, (int, float))}
             metrics["accuracy"] = metrics[f"avg@{section.k}"]
             lengths = [length for group in samples for _, length in group]
@@ -209,7 +298,7 @@ class Pipeline:
         difficulty = self.cfg.algorithm.difficulty
         band = DifficultyFilter(difficulty.min_pass_rate, difficulty.max_pass_rate) if difficulty.filter else None
         return PromptStream(
-            self.encode_prompts(self.train_problems), seed=self.cfg.run.seed, id_of=lambda p: p.uid,
+            self.encode_prompts(self.train_encoded), seed=self.cfg.run.seed, id_of=lambda p: p.uid,
             tracker=difficulty.tracker() if difficulty.enabled else None, difficulty_filter=band,
             curriculum=difficulty.curriculum, num_buckets=difficulty.num_buckets,
         )
@@ -224,6 +313,7 @@ class Pipeline:
             # vLLM's "auto" runs float32 checkpoints in half precision; sample with the
             # policy's own dtype so rollout and trainer log-probs agree.
             rollout_cfg = replace(rollout_cfg, dtype=str(cfg.policy.torch_dtype()).removeprefix("torch."))
+        rollout_cfg = replace(rollout_cfg, max_model_len=self.max_model_len)
         rollout = None
         self.pool = None
         # The engine and the reward workers end with this phase however it ends (a stop
@@ -231,7 +321,8 @@ class Pipeline:
         try:
             if topology.is_leader:
                 rollout = build_rollout(start_dir, rollout_cfg, topology)
-            policy = self.build_policy(start_dir, cfg.policy.lr)
+            optimizer_steps = cfg.trainer.steps * cfg.trainer.epochs_per_step * cfg.trainer.mini_batches
+            policy = self.build_policy(start_dir, cfg.policy.lr, optimizer_steps)
             ref_policy = self.build_policy(start_dir, cfg.policy.lr) if cfg.algorithm.needs_reference else None
             reward_cfg = cfg.reward
             configs = {name: dict(fields) for name, fields in reward_cfg.configs.items()}
@@ -252,7 +343,7 @@ class Pipeline:
                 return result.totals, result.components, failed
 
             trainer = GRPOTrainer(cfg.trainer, cfg.algorithm, policy, rollout, self.prompt_stream(), self.decode,
-                                  score, ref_policy=ref_policy, topology=topology)
+                                  score, ref_policy=ref_policy, topology=topology, stop=self.prompting.stop_ids)
             return self.train_steps(trainer, policy, rollout)
         finally:
             if self.pool is not None:
@@ -302,6 +393,7 @@ class Pipeline:
                                      f"length {m['response_length_mean']:.1f}, {m['tokens_per_second']:.0f} tok/s")
             if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
                 summary["accuracy_end"] = self.evaluate(rollout, step)
+            self.export_every(policy, step)
             summary["train_tokens"] = total_tokens
             stopping = self.control.stop_requested(topology) and step < cfg.trainer.steps
             interval = cfg.checkpoint.interval
@@ -321,6 +413,17 @@ class Pipeline:
         evaluation): raise :class:`StopRequested` when a stop signal has arrived on any rank."""
         if self.control.stop_requested(self.topology):
             raise StopRequested(self.control.signal_name or "a stop signal")
+
+    def export_every(self, policy: Any, step: int) -> None:
+        """``policy.export_every``: a Hugging Face checkpoint of the policy after RL step
+        ``step`` in ``<run dir>/hf/step_<step>`` (collective: every rank calls it)."""
+        every = self.cfg.policy.export_every
+        if every <= 0 or step % every or step == self.cfg.trainer.steps:
+            return  # the last step's weights are written to final/
+        out = self.run_dir / "hf" / f"step_{step:06d}"
+        policy.export_hf(out)
+        if self.topology.is_main:
+            self.tokenizer.save_pretrained(out)
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         self.topology.barrier()  # every rank is done (final export included) before the summary
@@ -342,6 +445,41 @@ class Pipeline:
         self.logger.write_summary(summary)
         self.logger.close()
         return summary
+
+
+def load_training_data(section: DataConfig) -> tuple[list[Any], list[Any]]:
+    """Training and held-out problems from ``data.train_files`` and ``data.eval_files``, or,
+    without evaluation files, ``data.num_eval`` problems held out of the training ones."""
+    train = load_sources(section.train_files, fields=section.fields, answer_format=section.answer_format,
+                         default_split="train")
+    if section.eval_files:
+        held = load_sources(section.eval_files, fields=section.fields, answer_format=section.answer_format,
+                            default_split="test")
+        return train, held
+    return hold_out(train, section.num_eval, seed=section.seed)
+
+
+def cold_start_kind(cfg: RunConfig) -> str:
+    """``sft.cold_start`` resolved: ``auto`` is ``traces`` with ``sft.traces``, ``synthetic``
+    for the embedded model on the synthetic task, else ``none``. Raises :class:`ConfigError`
+    for synthetic traces without a synthetic task."""
+    kind = cfg.sft.cold_start
+    if kind == "auto":
+        if cfg.sft.traces:
+            return "traces"
+        return "synthetic" if not cfg.policy.hf_dir and not cfg.data.train_files else "none"
+    if kind == "synthetic" and cfg.data.train_files:
+        raise ConfigError("sft.cold_start=synthetic needs the synthetic task (data.train_files is set); give "
+                          "sft.traces instead", key="sft.cold_start")
+    return kind
+
+
+def rl_steps(cfg: RunConfig, num_problems: int) -> int:
+    """RL steps of the run: ``ceil(data.epochs * problems / trainer.prompts_per_step)`` when
+    ``data.epochs`` > 0, else ``trainer.steps``."""
+    if cfg.data.epochs <= 0:
+        return cfg.trainer.steps
+    return max(1, math.ceil(cfg.data.epochs * num_problems / cfg.trainer.prompts_per_step))
 
 
 def write_rollouts(path: Path, step: int, batch: RolloutBatch) -> None:
@@ -429,8 +567,10 @@ def run(cfg: RunConfig) -> int:
             # The cold start finished before the interruption: continue from its checkpoint.
             pipeline.tokenizer = load_tokenizer(sft_dir)
             start = sft_dir
+            pipeline.prepare_prompts(start)
         else:
             start = pipeline.build_model()
+            pipeline.prepare_prompts(start)
             pipeline.check_stop()
             start = pipeline.cold_start(start)
         summary = pipeline.reinforce(start)

@@ -1,5 +1,7 @@
-"""The math benchmarks in the shared data folder: GSM8K, MATH-500, AIME 2024, AMC 2023.
+"""The math benchmarks shipped inside the package: GSM8K, MATH-500, AIME 2024, AMC 2023.
 
+The files live in ``r1core/data/benchmark_files/`` (package data, with their licences and a
+README giving their origin), so they load by name wherever r1core is installed.
 ``load_benchmark(name, split)`` returns :class:`~r1core.data.records.Problem` records with
 the gold answer extracted the way each benchmark defines it:
 
@@ -8,52 +10,29 @@ the gold answer extracted the way each benchmark defines it:
 - math500: the ``answer`` field (LaTeX, as given).
 - aime24: ``answer`` as an integer string (``"025"`` -> ``"25"``).
 - amc23: ``answer`` (a number) as a string without a trailing ``.0``.
+
+In configuration a benchmark is named ``"<name>"`` or ``"<name>:<split>"``
+(:func:`parse_benchmark_name`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from r1core.data.loaders import answer_to_string, load_jsonl
+from r1core.data.golds import aime_gold, answer_to_string, gsm8k_gold
+from r1core.data.loaders import load_jsonl
 from r1core.data.records import Problem
+
+__all__ = ["BENCHMARKS", "BenchmarkSpec", "aime_gold", "data_dir", "gsm8k_gold", "is_benchmark_name",
+           "load_benchmark", "parse_benchmark_name"]
 
 
 def data_dir() -> Path:
-    """The benchmark folder: ``$R1CORE_DATA_DIR``, else ``shared/data`` beside the repository
-    (``<repo>/../shared/data``), else inside it (``<repo>/shared/data``)."""
-    env = os.environ.get("R1CORE_DATA_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    candidates = [repo.parent / "shared" / "data", repo / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-_GSM8K_NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
-
-
-def gsm8k_gold(answer: Any) -> str:
-    """The final answer of a GSM8K solution: what follows the last ``####``, commas removed."""
-    if not isinstance(answer, str):
-        raise TypeError(f"expected a string, got {type(answer).__name__}")
-    if "####" not in answer:
-        raise ValueError("no '####' final-answer marker in the solution")
-    gold = answer.rsplit("####", 1)[1].strip().replace(",", "")
-    if not _GSM8K_NUMBER.match(gold):
-        raise ValueError(f"final answer {gold!r} after '####' is not a number")
-    return gold
-
-
-def aime_gold(answer: Any) -> str:
-    """AIME answers are integers 0-999, sometimes zero-padded (``"025"``)."""
-    text = answer_to_string(answer)
-    if not re.fullmatch(r"\d{1,3}", text):
-        raise ValueError(f"AIME answer {text!r} is not an integer in 0-999")
-    return str(int(text))
+    """The folder of the shipped benchmark files (inside the installed package)."""
+    return Path(__file__).resolve().parent / "benchmark_files"
 
 
 @dataclass(frozen=True)
@@ -75,12 +54,42 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "amc23": BenchmarkSpec("amc23", ("test",), {"problem": "problem", "answer": "answer", "id": "id"}, answer_to_string),
 }
 
+_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".pq")
+
+
+def parse_benchmark_name(text: str, default_split: str = "test") -> tuple[str, str] | None:
+    """``"gsm8k"`` -> ``("gsm8k", default_split)``, ``"gsm8k:train"`` -> ``("gsm8k", "train")``;
+    None for anything that is not a benchmark name (a file path). A benchmark without
+    ``default_split`` gets its first split. Raises ``ValueError`` for a name-like entry that
+    names no benchmark or split (no data-file suffix, no path separator)."""
+    if text.lower().endswith(_DATA_SUFFIXES) or os.sep in text or "/" in text:
+        return None
+    name, _, split = text.partition(":")
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}: valid names are {', '.join(sorted(BENCHMARKS))}, "
+                         "or give a .jsonl/.parquet file")
+    spec = BENCHMARKS[name]
+    if not split:
+        split = default_split if default_split in spec.splits else spec.splits[0]
+    if split not in spec.splits:
+        raise ValueError(f"benchmark {name!r} has no split {split!r}; valid: {', '.join(spec.splits)}")
+    return name, split
+
+
+def is_benchmark_name(text: str) -> bool:
+    """Whether ``text`` names a shipped benchmark (``"gsm8k"``, ``"math500:test"``)."""
+    try:
+        return parse_benchmark_name(text) is not None
+    except ValueError:
+        return False
+
 
 def load_benchmark(name: str, split: str = "test", *, root: str | os.PathLike | None = None) -> list[Problem]:
     """Problems of benchmark ``name`` (``gsm8k``, ``math500``, ``aime24``, ``amc23``).
 
-    split: ``test`` for all; ``train`` also for gsm8k. root: the data folder (default
-    :func:`data_dir`). Ids are ``"<name>/<split>/<source id or row index>"``.
+    split: ``test`` for all; ``train`` also for gsm8k. root: a folder laid out like
+    :func:`data_dir` (default: the shipped files). Ids are
+    ``"<name>/<split>/<source id or row index>"``.
     """
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; valid: {', '.join(sorted(BENCHMARKS))}")
@@ -89,7 +98,7 @@ def load_benchmark(name: str, split: str = "test", *, root: str | os.PathLike | 
         raise ValueError(f"benchmark {name!r} has no split {split!r}; valid: {', '.join(spec.splits)}")
     path = Path(root if root is not None else data_dir()) / spec.folder / f"{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark file {path} not found; set R1CORE_DATA_DIR to the data folder")
+        raise FileNotFoundError(f"benchmark file {path} not found")
     problems = load_jsonl(path, spec.fields, id_prefix=f"{name}/{split}/", answer_transform=spec.gold)
     if spec.solution_field is not None:
         # GSM8K's answer field is the worked solution; keep it beside the extracted gold.

@@ -4,12 +4,17 @@
   inside ``<think> </think>`` and answer inside ``<answer> </answer>``; the prompt ends with
   ``Assistant:`` so a base model continues as the assistant.
 - ``chat``: the model's own chat template through its tokenizer
-  (``tokenizer.apply_chat_template``), for instruct/distilled models.
+  (``tokenizer.apply_chat_template``), for instruct/distilled models, with an optional system
+  prompt and an instruction appended to the problem.
+- ``raw``: the problem as written (plus the instruction, if any), for prompts that are
+  already complete.
 - ``compact``: a minimal prompt for the tiny models of the synthetic CPU runs: the problem,
   a newline and ``<think>``, so every character is in the synthetic vocabulary.
 
-Templates are looked up by name (:func:`get_template`) and all have the signature
-``(problem_text) -> prompt_text``.
+Templates are looked up by name (:func:`get_template`, or :func:`build_template` from the
+run's ``data`` settings) and all have the signature
+``(problem_text, system=None) -> prompt_text``; ``system`` is a row's own system prompt,
+which only the chat template shows.
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ R1_ZERO_TEMPLATE = (
 
 
 class PromptTemplate(Protocol):
-    def __call__(self, problem: str) -> str: ...
+    def __call__(self, problem: str, system: str | None = None) -> str: ...
+
+
+def _with_instruction(problem: str, instruction: str | None) -> str:
+    return problem.strip() if not instruction else f"{problem.strip()}\n{instruction}"
 
 
 TEMPLATES: Registry[Callable[..., PromptTemplate]] = Registry("prompt template")
@@ -41,16 +50,18 @@ TEMPLATES: Registry[Callable[..., PromptTemplate]] = Registry("prompt template")
 @TEMPLATES.register("r1-zero")
 @dataclass(frozen=True)
 class R1ZeroTemplate:
-    """The R1-Zero conversation; ``template`` must contain ``{problem}``."""
+    """The R1-Zero conversation; ``template`` must contain ``{problem}``. ``instruction`` is
+    appended to the question (on its own line)."""
 
     template: str = R1_ZERO_TEMPLATE
+    instruction: str | None = None
 
     def __post_init__(self) -> None:
         if "{problem}" not in self.template:
             raise ValueError("an R1-Zero template must contain the placeholder {problem}")
 
-    def __call__(self, problem: str) -> str:
-        text = problem.strip()
+    def __call__(self, problem: str, system: str | None = None) -> str:
+        text = _with_instruction(problem, self.instruction)
         if self.template.find("{problem}.") >= 0 and text.endswith((".", "?", "!")):
             # "User: What is 1+1?. Assistant:" would read oddly; the question's own
             # punctuation ends the sentence.
@@ -63,8 +74,19 @@ class R1ZeroTemplate:
 class CompactTemplate:
     """``"<problem>\\n<think>"``: the answer format is learned in SFT, not read from the prompt."""
 
-    def __call__(self, problem: str) -> str:
+    def __call__(self, problem: str, system: str | None = None) -> str:
         return f"{problem.strip()}\n{THINK_OPEN}"
+
+
+@TEMPLATES.register("raw")
+@dataclass(frozen=True)
+class RawTemplate:
+    """The problem text as written (stripped), with ``instruction`` on a line after it."""
+
+    instruction: str | None = None
+
+    def __call__(self, problem: str, system: str | None = None) -> str:
+        return _with_instruction(problem, self.instruction)
 
 
 @TEMPLATES.register("chat")
@@ -89,14 +111,32 @@ class ChatTemplate:
         if getattr(self.tokenizer, "chat_template", "present") is None:
             raise ValueError("the tokenizer has no chat_template; use the 'r1-zero' or 'compact' template")
 
-    def __call__(self, problem: str) -> str:
-        content = problem.strip() if not self.instruction else f"{problem.strip()}\n{self.instruction}"
-        messages = [{"role": "user", "content": content}]
-        if self.system:
-            messages.insert(0, {"role": "system", "content": self.system})
+    def __call__(self, problem: str, system: str | None = None) -> str:
+        messages = [{"role": "user", "content": _with_instruction(problem, self.instruction)}]
+        system = system or self.system
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def get_template(name: str, **kwargs: Any) -> PromptTemplate:
     """The template ``name`` built with ``kwargs`` (``chat`` needs ``tokenizer=``)."""
     return TEMPLATES.get(name)(**kwargs)
+
+
+def build_template(name: str, *, tokenizer: Any = None, system: str = "", instruction: str = "") -> PromptTemplate:
+    """The template ``name`` from the run's ``data`` settings: ``system`` (chat only) and
+    ``instruction`` (chat, r1-zero, raw) are passed where the template takes them, and the
+    tokenizer to the chat template. Raises ``ValueError`` for a setting the template cannot
+    show (a system prompt outside ``chat``, an instruction with ``compact``)."""
+    kwargs: dict[str, Any] = {}
+    if name == "chat":
+        kwargs = {"tokenizer": tokenizer, "system": system or None, "instruction": instruction or None}
+    else:
+        if system:
+            raise ValueError(f"data.system_prompt is shown by the chat template only, not by {name!r}")
+        if instruction:
+            if name == "compact":
+                raise ValueError("data.instruction is not shown by the compact template; use raw, r1-zero or chat")
+            kwargs = {"instruction": instruction}
+    return get_template(name, **kwargs)

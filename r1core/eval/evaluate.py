@@ -4,6 +4,10 @@ Generation is not done here (the rollout engine is separate): the caller passes,
 problem, the list of sampled responses and a grader with the batch reward signature
 ``(responses, golds) -> scores``. All responses are graded in one call so a parallel grader
 (a process pool, a sandbox) sees the whole batch.
+
+maj@k votes over each sample's extracted answer after
+:func:`r1core.rewards.extract.normalize_answer` (``\\boxed{1,000}`` and ``1000`` are one
+vote), and the winning answer is as correct as the grader found its first sample.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from r1core.data.records import Problem
-from r1core.eval.metrics import EqualFn, avg_at_k, maj_at_k, mean_pass_at_k
+from r1core.eval.metrics import EqualFn, avg_at_k, maj_at_k, majority_correct, mean_pass_at_k
+from r1core.rewards.extract import extract_answer, normalize_answer
 
 Grader = Callable[[list[str], list[str]], list[float]]
 
@@ -37,6 +42,7 @@ def evaluate(
     correct_threshold: float = 1.0,
     name: str | None = None,
     keep_per_problem: bool = False,
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Grade every response and report the benchmark's metrics.
 
@@ -47,16 +53,23 @@ def evaluate(
         ks: the k of pass@k and maj@k (default 1, 2, 4, ... up to n, and n).
         extract_fn: response -> answer string (or ``None``) for majority voting; maj@k is
             reported only when given.
-        equal_fn: answer equivalence for voting and for comparing with the gold (default:
-            string equality after stripping).
+        equal_fn: when given, answers are grouped by this equivalence and the winner is
+            compared with the gold through it (:func:`maj_at_k`); by default they are grouped
+            by :func:`normalize_answer` and the winner is graded by its first sample's score
+            (:func:`majority_correct`).
         correct_threshold: a response counts as correct for pass@k when its score is at
             least this.
         name: prefix of the metric keys (``"math500/pass@1"``).
         keep_per_problem: include per-problem scores under ``"per_problem"``.
+        keep_samples: include one record per sample under ``"samples"``: ``id``, ``sample``
+            (its index), ``response``, ``answer`` (extracted), ``score``, ``correct``.
 
     Returns:
-        ``{"num_problems", "num_samples", "avg@n", "pass@k"..., "maj@k"..., "mean_score"}``
-        (keys prefixed with ``name/`` when given). maj@k votes over the first k samples.
+        ``{"num_problems", "num_samples", "avg@n", "pass@k"..., "maj@k"..., "mean_score",
+        "answer_marker_rate"}`` (keys prefixed with ``name/`` when given). maj@k votes over the
+        first k samples; ``answer_marker_rate`` is the share of responses that mark a final
+        answer (``<answer>`` tags, ``\\boxed{}`` or ``####``; :func:`extract_answer`), the
+        answer-format rate.
     """
     if len(problems) != len(responses):
         raise ValueError(f"{len(problems)} problems but {len(responses)} response lists")
@@ -84,15 +97,26 @@ def evaluate(
         f"{prefix}mean_score": sum(scores) / len(scores),
         f"{prefix}avg@{num_samples}": sum(avg_at_k([float(s >= correct_threshold) for s in g]) for g in per_problem)
         / len(problems),
+        f"{prefix}answer_marker_rate": sum(extract_answer(r).kind != "none" for r in flat_responses) / len(flat_responses),
     }
     for k in ks:
         report[f"{prefix}pass@{k}"] = mean_pass_at_k(num_correct, num_samples, k)
-    if extract_fn is not None:
-        answers = [[extract_fn(r) for r in group] for group in responses]
+    answers = [[extract_fn(r) for r in group] for group in responses] if extract_fn is not None else None
+    if answers is not None:
         golds = [p.answer for p in problems]
-        kwargs = {} if equal_fn is None else {"equal_fn": equal_fn}
         for k in ks:
-            report[f"{prefix}maj@{k}"] = maj_at_k([a[:k] for a in answers], golds, **kwargs)
+            if equal_fn is not None:
+                report[f"{prefix}maj@{k}"] = maj_at_k([a[:k] for a in answers], golds, equal_fn=equal_fn)
+                continue
+            hits = sum(majority_correct([normalize_answer(a) for a in group[:k]], grades[:k], correct_threshold)
+                       for group, grades in zip(answers, per_problem))
+            report[f"{prefix}maj@{k}"] = hits / len(problems)
+    if keep_samples:
+        report[f"{prefix}samples"] = [
+            {"id": p.id, "sample": j, "response": text, "answer": None if answers is None else answers[i][j],
+             "score": per_problem[i][j], "correct": per_problem[i][j] >= correct_threshold}
+            for i, (p, group) in enumerate(zip(problems, responses)) for j, text in enumerate(group)
+        ]
     if keep_per_problem:
         report[f"{prefix}per_problem"] = [
             {"id": p.id, "scores": group, "num_correct": c} for p, group, c in zip(problems, per_problem, num_correct)

@@ -6,12 +6,15 @@
   so no binomial coefficient (which overflows for n in the hundreds) is formed.
 - avg@k: mean correctness over k samples, DeepSeek-R1's "pass@1" estimated from k samples.
 - maj@k: correctness of the most frequent extracted answer among k samples (self-
-  consistency), with answers grouped by an equivalence function.
+  consistency). :func:`majority_correct` groups samples by a normalised answer key and
+  takes the winning class's grade from the grader (so "\\frac12" and "0.5" vote apart but
+  each is graded as math-verify grades it); :func:`maj_at_k` groups by an equivalence
+  function and compares the winner with the gold through it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence
 
 EqualFn = Callable[[str, str], bool]
 
@@ -96,3 +99,26 @@ def mean_pass_at_k(num_correct: Sequence[int], num_samples: Sequence[int] | int,
     return sum(pass_at_k(n, c, k) for n, c in zip(num_samples, num_correct)) / len(num_correct)
 
 
+
+
+def majority_correct(keys: Sequence[Hashable | None], scores: Sequence[float], threshold: float = 1.0) -> bool:
+    """Whether one problem's majority answer is correct.
+
+    keys: per sample, its normalised answer (``None``: no answer, no vote).
+    scores: per sample, the grader's score. The most frequent key wins (ties go to the key
+    seen first); the winner is correct when the score of its first sample reaches
+    ``threshold``. No key at all is incorrect.
+    """
+    if len(keys) != len(scores):
+        raise ValueError(f"{len(keys)} answer keys but {len(scores)} scores")
+    counts: dict[Hashable, int] = {}
+    first: dict[Hashable, int] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, index)
+    if not counts:
+        return False
+    winner = max(counts, key=lambda key: (counts[key], -first[key]))
+    return scores[first[winner]] >= threshold

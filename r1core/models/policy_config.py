@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from r1core.models.optim import OptimConfig
+from r1core.models.optim import LR_SCHEDULES, OptimConfig
 
 
 @dataclass
@@ -28,6 +28,19 @@ class PolicyConfig:
     """AdamW weight decay."""
     clip_grad: float = 1.0
     """Global gradient-norm clip (0 disables)."""
+    lr_schedule: str = "constant"
+    """Learning-rate decay after the warmup: ``constant``, ``linear`` or ``cosine`` (to
+    ``lr * min_lr_ratio`` at the last optimiser step of the phase, RL or SFT)."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear learning-rate warmup (each phase: RL and SFT)."""
+    min_lr_ratio: float = 0.0
+    """Floor of a decaying schedule, as a fraction of the learning rate."""
+    recompute: bool = False
+    """Activation recomputation: keep only each layer's input through the forward and run
+    the layer again in the backward (Megatron-Core's full, uniform recompute)."""
+    export_every: int = 0
+    """``r1core train``: also write a Hugging Face checkpoint to ``<run dir>/hf/step_N``
+    every this many RL steps (0: only ``final``)."""
 
     def torch_dtype(self) -> torch.dtype:
         """The parameter dtype as a ``torch.dtype`` (``auto``: bfloat16 on CUDA, float32 on CPU)."""
@@ -44,6 +57,14 @@ class PolicyConfig:
             raise ValueError(f"policy.weight_decay must be >= 0, got {self.weight_decay}")
         if not self.clip_grad >= 0:
             raise ValueError(f"policy.clip_grad must be >= 0 (0 disables clipping), got {self.clip_grad}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"policy.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"policy.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"policy.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.export_every < 0:
+            raise ValueError(f"policy.export_every must be >= 0, got {self.export_every}")
 
     def validate(self) -> None:
         """``hf_dir``, when given, is a folder whose ``config.json`` reads as a model the policy
@@ -69,7 +90,12 @@ class PolicyConfig:
         except KeyError as error:
             raise ValueError(f"policy.hf_dir={self.hf_dir!r}: config.json lacks {error}") from None
 
-    def optim(self, lr: float | None = None) -> OptimConfig:
+    def optim(self, lr: float | None = None, total_steps: int = 0) -> OptimConfig:
         """The optimiser settings of this policy, at learning rate ``lr`` (default ``self.lr``;
-        the cold start and ``r1core sft`` train at ``sft.lr``)."""
-        return OptimConfig(lr=self.lr if lr is None else lr, weight_decay=self.weight_decay, clip_grad=self.clip_grad)
+        the cold start and ``r1core sft`` train at ``sft.lr``), with the schedule spanning
+        ``total_steps`` optimiser steps (a decay with fewer steps than the warmup stays
+        constant after it)."""
+        schedule = self.lr_schedule if total_steps > self.warmup_steps else "constant"
+        return OptimConfig(lr=self.lr if lr is None else lr, weight_decay=self.weight_decay, clip_grad=self.clip_grad,
+                           lr_schedule=schedule, warmup_steps=self.warmup_steps, total_steps=total_steps,
+                           min_lr_ratio=self.min_lr_ratio)

@@ -18,6 +18,9 @@ The rules, applied in this order (documented here once; ``math.py`` and the test
    ``MathAccuracyConfig.max_distinct_answers`` (3) distinct non-empty candidates remain, the response is a spray of guesses
    and earns nothing. A list of candidates inside one box is handled by math-verify, which
    never equates a set or tuple with a single value.
+
+:func:`normalize_answer` turns a final answer into the key majority voting (maj@k) counts;
+it is a canonical spelling, not a verifier: two keys that differ may still be equal values.
 """
 
 from __future__ import annotations
@@ -185,3 +188,57 @@ def extract_answer(response: str) -> ExtractedAnswer:
     distinct = {normalize_candidate(candidate) for candidate in candidates}
     distinct.discard("")
     return ExtractedAnswer(kind, final, region, len(distinct), boxed_final)
+
+
+_VOTE_DELETE_RE = re.compile(r"\\left|\\right|\\[!,;:]|\\displaystyle|\\?\$|\\\(|\\\)|\\\[|\\\]|\^\{?\\circ\}?|\\?%")
+_VOTE_TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
+_VOTE_FRAC_RE = re.compile(r"\\[dt]frac")
+_VOTE_ASSIGN_RE = re.compile(r"^[A-Za-z]\w*=(?!=)")
+_VOTE_NUMBER_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """The key under which an extracted answer votes in maj@k (None stays None).
+
+    A whole ``\\boxed{...}`` is unwrapped; ``$``, ``\\(``/``\\)``, ``\\left``/``\\right``,
+    LaTeX spacing, degree signs and percent signs are dropped; ``\\text{x}``-style wrappers
+    keep their content; ``\\dfrac``/``\\tfrac`` become ``\\frac``; whitespace, a trailing
+    full stop and a leading ``x =`` go; a plain number loses thousands separators, a leading
+    ``+`` and trailing decimal zeros (``1,000.50`` -> ``1000.5``, ``3.0`` -> ``3``). An answer
+    that normalises to nothing is None.
+    """
+    if answer is None:
+        return None
+    text = answer.strip()
+    boxes = find_boxed(text)
+    if len(boxes) == 1 and text.startswith(("\\boxed", "\\fbox")) and text.endswith("}"):
+        text = boxes[0][1]
+    text = _VOTE_TEXT_RE.sub(r"\1", text)
+    text = _VOTE_DELETE_RE.sub("", text)
+    text = _VOTE_FRAC_RE.sub(r"\\frac", text)
+    text = _WHITESPACE_RE.sub("", text).rstrip(".")
+    text = _VOTE_ASSIGN_RE.sub("", text)
+    if _VOTE_NUMBER_RE.match(text):
+        text = text.replace(",", "").lstrip("+")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        if text in ("-0", ""):
+            text = "0"
+    return text or None
+
+
+_LAST_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# How far from the end of the answer region the fallback looks (as math_accuracy's fallback).
+_FALLBACK_TAIL_CHARS = 2000
+
+
+def final_or_last_number(response: str) -> str | None:
+    """The answer a response votes with in maj@k: :func:`extract_answer`'s final answer, or,
+    when the response has no marker, the last number near the end of its answer region (the
+    answer a reader, and math_accuracy's math-verify fallback, would take). None when there
+    is neither."""
+    extracted = extract_answer(response)
+    if extracted.final is not None:
+        return extracted.final
+    numbers = _LAST_NUMBER_RE.findall(extracted.region[-_FALLBACK_TAIL_CHARS:])
+    return numbers[-1].rstrip(",") if numbers else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -24,7 +24,15 @@ from r1core.algos import AdvantageInputs, AlgorithmConfig, LossInputs, compute_a
 from r1core.algos.losses import resolve_config
 from r1core.algos.mismatch import logprob_mismatch
 from r1core.algos.sampling import DynamicSampling
-from r1core.batch import MicroBatch, Prompt, RolloutBatch, rl_micro_batches, to_response_aligned, to_sequence_aligned
+from r1core.batch import (
+    MicroBatch,
+    Prompt,
+    RolloutBatch,
+    micro_batch_chunks,
+    rl_micro_batches,
+    to_response_aligned,
+    to_sequence_aligned,
+)
 from r1core.ops.grpo_loss import aggregation_denominator
 from r1core.parallel.layout import check_divisible
 from r1core.parallel.topology import Topology, even_slices
@@ -67,6 +75,10 @@ class GRPOConfig:
     """Samples per forward/backward (gradient accumulation inside a mini-batch). It does not
     change the update: each micro-batch's loss is weighted by its share of the mini-batch
     over every data-parallel replica (a token-mean is over all the step's tokens)."""
+    micro_batch_tokens: int = 0
+    """When > 0, a micro-batch also holds at most this many tokens (prompt + response), so
+    long and short samples cost even forwards; a longer sample gets a micro-batch of its
+    own. 0: by ``micro_batch_size`` only."""
     seed: int = 0
     """Seed of sampling and data order."""
 
@@ -116,6 +128,8 @@ class GRPOTrainer:
         score: a :class:`~r1core.trainer.protocols.RewardScorer`.
         ref_policy: reference model for the KL term; required when the algorithm uses a
             KL, and never built or run otherwise.
+        stop: token ids that end a response besides the engine's own EOS ids (the
+            tokenizer's EOS, a chat template's end of turn).
         topology: this rank's place among the trainer's ranks (default: one process).
             ``rollout`` and ``score`` are used on the model-parallel leaders only and may be
             None elsewhere.
@@ -133,6 +147,7 @@ class GRPOTrainer:
         *,
         ref_policy: TrainablePolicy | None = None,
         topology: Topology | None = None,
+        stop: Sequence[int] = (),
     ) -> None:
         self.topology = topology or Topology()
         check_divisible(config.prompts_per_step, self.topology.dp_size, what="trainer.prompts_per_step")
@@ -157,6 +172,7 @@ class GRPOTrainer:
         self.decode = decode
         self.score = score
         self.ref_policy = ref_policy if algorithm.needs_reference else None
+        self.stop = sorted(set(stop))
         self.step_index = 0
 
     @property
@@ -176,9 +192,11 @@ class GRPOTrainer:
 
     def _generate(self, problems: list[Prompt], seed: int, first_group: int, budget: int) -> RolloutBatch:
         cfg = self.config
+        # Engines that take no stop list (scripted ones in tests) never get one they would reject.
+        stop = {"stop": self.stop} if self.stop else {}
         groups = self.rollout.generate(
             [p.tokens for p in problems], n=cfg.samples_per_prompt, max_tokens=budget,
-            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+            temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, **stop,
         )
         samples = [sample for group in groups for sample in group]
         return RolloutBatch(
@@ -311,9 +329,8 @@ class GRPOTrainer:
     def _logprobs(self, model: TrainablePolicy, batch: RolloutBatch) -> list[torch.Tensor]:
         """Per-row response-aligned log-probs under ``model`` (no grad), in micro-batches."""
         out: list[torch.Tensor] = []
-        step = self.config.micro_batch_size
-        for start in range(0, len(batch), step):
-            rows = list(range(start, min(start + step, len(batch))))
+        lengths = [p + r for p, r in zip(batch.prompt_lengths, batch.response_lengths.tolist())]
+        for rows in micro_batch_chunks(lengths, self.config.micro_batch_size, self.config.micro_batch_tokens):
             # Rollout routing replay: a MoE policy routes each token to the experts the engine
             # chose when it sampled, so old, reference and updated log-probs score the same
             # experts (the update replays them through MicroBatch.routes).
@@ -369,7 +386,8 @@ class GRPOTrainer:
         for _ in range(cfg.epochs_per_step):
             order = torch.randperm(len(batch), generator=generator).tolist() if not on_policy else list(range(len(batch)))
             for rows in self._mini_batch_rows(order):
-                micro = rl_micro_batches(batch, rows, cfg.micro_batch_size, old_logp=old_logp, ref_logp=loss_ref)
+                micro = rl_micro_batches(batch, rows, cfg.micro_batch_size, old_logp=old_logp, ref_logp=loss_ref,
+                                         max_tokens=cfg.micro_batch_tokens)
                 agg = self._resolved_loss
                 set_loss_scales(micro, [aggregation_denominator(m.mask.sum(1), agg.aggregation, agg.norm_length)
                                         for m in micro], self.topology)

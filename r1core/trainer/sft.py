@@ -39,7 +39,15 @@ class SFTConfig:
     R1's cold-start data is imperfect; here the share is explicit, and RL on verifiable
     rewards has to correct what SFT imitated."""
     traces: str = ""
-    """``r1core sft``: jsonl file of ``{"prompt": ..., "response": ...}`` traces."""
+    """jsonl/parquet traces: rows ``{"prompt", "response"}`` (the prompt as written),
+    ``{"problem", "response"}`` (the problem through the run's template) or ``{"messages"}``
+    (a conversation through the chat template, trained on its last assistant turn). The
+    whole of ``r1core sft``; in ``r1core train`` the cold start's data."""
+    cold_start: str = "auto"
+    """``r1core train``'s cold start: ``synthetic`` (traces the synthetic task writes),
+    ``traces`` (``sft.traces``), ``none``, or ``auto``: ``traces`` when ``sft.traces`` is set,
+    else ``synthetic`` for the embedded model on the synthetic task, else ``none`` (a real
+    checkpoint is not fine-tuned on synthetic traces unless asked)."""
     seed: int = 0
     """Shuffling seed."""
     max_row_bytes: int = 1 << 20
@@ -56,11 +64,15 @@ class SFTConfig:
             raise ValueError(f"sft.lr must be > 0, got {self.lr}")
         if not 0 <= self.trace_noise <= 1:
             raise ValueError(f"sft.trace_noise must be in [0, 1], got {self.trace_noise}")
+        if self.cold_start not in ("auto", "synthetic", "traces", "none"):
+            raise ValueError(f"sft.cold_start must be auto, synthetic, traces or none, got {self.cold_start!r}")
+        if self.cold_start == "traces" and not self.traces:
+            raise ValueError("sft.cold_start=traces needs sft.traces (a jsonl/parquet file of traces)")
 
     def validate(self) -> None:
-        """``traces``, when given, is a non-empty UTF-8 ``.jsonl`` file whose lines are at most
-        ``max_row_bytes`` long (read once, a line at a time; the rows' fields are checked by
-        the loader, which names the line).
+        """``traces``, when given, is a ``.parquet`` file, or a non-empty UTF-8 ``.jsonl`` file
+        whose lines are at most ``max_row_bytes`` long (read once, a line at a time; the rows'
+        fields are checked by the loader, which names the line).
 
         Raises:
             ValueError: naming ``sft.traces``, the line and what is wrong.
@@ -68,11 +80,13 @@ class SFTConfig:
         if not self.traces:
             return
         path = Path(self.traces)
-        if path.suffix != ".jsonl":
-            raise ValueError(f"sft.traces={self.traces!r}: expected a .jsonl file (one JSON object per line), "
-                             f"got a {path.suffix or 'suffix-less'} file")
+        if path.suffix not in (".jsonl", ".parquet"):
+            raise ValueError(f"sft.traces={self.traces!r}: expected a .jsonl file (one JSON object per line) or a "
+                             f".parquet file, got a {path.suffix or 'suffix-less'} file")
         if not path.is_file():
             raise ValueError(f"sft.traces={self.traces!r}: no such file")
+        if path.suffix == ".parquet":
+            return
         rows = 0
         with open(path, "rb") as handle:
             for number, line in enumerate(iter(lambda: handle.readline(self.max_row_bytes + 1), b""), start=1):
@@ -89,9 +103,11 @@ class SFTConfig:
         if not rows:
             raise ValueError(f"sft.traces={self.traces!r}: the file holds no rows")
 
-    def num_steps(self, num_examples: int) -> int:
-        """Optimiser steps :func:`run_sft` takes over ``num_examples`` traces."""
-        return max(1, int(round(self.epochs * num_examples / self.batch_size)))
+
+
+def num_sft_steps(config: SFTConfig, num_examples: int) -> int:
+    """Optimiser steps of :func:`run_sft` over ``num_examples`` examples."""
+    return max(1, int(round(config.epochs * num_examples / config.batch_size)))
 
 
 def sft_loss(logp: torch.Tensor, entropy: torch.Tensor | None, micro: MicroBatch):
@@ -139,7 +155,7 @@ def run_sft(
         if not prompt or not response:
             raise ValueError(f"SFT example {index} has an empty prompt or response")
     rng = random.Random(config.seed)
-    num_steps = config.num_steps(len(examples))
+    num_steps = num_sft_steps(config, len(examples))
     order: list[int] = []
     history = []
     for step in range(num_steps):

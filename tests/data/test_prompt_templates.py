@@ -19,7 +19,7 @@ def test_r1_zero_template():
 
 def test_compact_template_and_registry():
     assert get_template("compact")("3+4=?") == "3+4=?\n<think>"
-    assert TEMPLATES.names() == ["chat", "compact", "r1-zero"]
+    assert TEMPLATES.names() == ["chat", "compact", "r1-zero", "raw"]
     with pytest.raises(KeyError, match="valid: chat, compact, r1-zero"):
         get_template("alpaca")
 

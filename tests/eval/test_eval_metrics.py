@@ -83,7 +83,9 @@ def test_evaluate_report_on_hand_case():
     assert report["toy/pass@4"] == pytest.approx(2 / 3)
     assert report["toy/maj@4"] == pytest.approx(1 / 3)
     assert report["toy/maj@1"] == pytest.approx(1 / 3)
-    assert set(report) == {f"toy/{k}" for k in ("num_problems", "num_samples", "mean_score", "avg@4", "pass@1", "pass@2", "pass@4", "maj@1", "maj@2", "maj@4")}
+    assert set(report) == {f"toy/{k}" for k in ("num_problems", "num_samples", "mean_score", "avg@4", "pass@1", "pass@2",
+                                                 "pass@4", "maj@1", "maj@2", "maj@4", "answer_marker_rate")}
+    assert report["toy/answer_marker_rate"] == pytest.approx(11 / 12)  # one response of twelve marks no answer
 
 
 def test_evaluate_validates_inputs():

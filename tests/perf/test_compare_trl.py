@@ -95,3 +95,26 @@ def test_training_prompts_are_the_pipeline_ones(argv):
     assert prompts == [pipeline.template(p.problem) for p in pipeline.train_problems]
     assert answers == [p.answer for p in pipeline.train_problems]
     assert len(prompts) == cfg.data.num_train and prompts[0].endswith("<think>")
+
+
+def test_smollm2_preset_prompts_through_the_chat_template(tmp_path):
+    """The real-model preset: chat template, boxed-answer instruction, math_accuracy only,
+    and a clear refusal when the checkpoint was never fetched."""
+    from r1core.trainer.embedded import train_tokenizer
+
+    tokenizer = train_tokenizer(["user assistant 3+4=? boxed"] * 2, tmp_path / "tok", vocab_size=80)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tokenizer.save_pretrained(tmp_path / "tok")
+    (tmp_path / "tok" / "config.json").write_text("{}")
+    args = parse_args(["--preset", "smollm2", "--start-dir", str(tmp_path / "tok")])
+    assert (args.steps, args.prompts, args.group, args.max_tokens, args.template) == (3, 4, 4, 128, "chat")
+    assert "data.template=chat" in run_config_overrides(args)
+    assert any(o.startswith("data.instruction=") and "boxed" in o for o in run_config_overrides(args))
+    prompts, answers = training_prompts(args, tokenizer)
+    assert prompts[0].startswith("<|im_start|>user\n") and prompts[0].endswith("\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
+    assert len(prompts) == len(answers) == 700
+    from perf.compare_trl import reward_overrides
+
+    assert reward_overrides(args) == ["reward.weights={math_accuracy: 1.0, r1_format: 0.0}"]
