@@ -96,6 +96,34 @@ _H100_CONFIGS = [
 ]
 
 
+@triton.jit
+def _logit_tile(
+    hidden_ptr, weight_ptr, rows64, row_mask, cols64, col_mask, H,
+    stride_hn, stride_hk, stride_wv, stride_wk,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """float32 ``[BLOCK_N, BLOCK_V]``: hidden[rows] @ weight[cols].T, K-loop over ``H``;
+    masked rows and columns read zeros."""
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + offs_k
+        k_mask = ks < H
+        h = tl.load(
+            hidden_ptr + rows64[:, None] * stride_hn + ks[None, :] * stride_hk,
+            mask=row_mask[:, None] & k_mask[None, :], other=0.0,
+        )
+        w = tl.load(
+            weight_ptr + cols64[None, :] * stride_wv + ks[:, None] * stride_wk,
+            mask=col_mask[None, :] & k_mask[:, None], other=0.0,
+        )
+        if UPCAST:  # the interpreter's dot mishandles bfloat16 operands
+            h, w = h.to(tl.float32), w.to(tl.float32)
+        acc = tl.dot(h, w, acc, input_precision=INPUT_PRECISION)
+    return acc
+
+
 # Keyed on the shard's vocabulary (fixed per model), not on N (changes every step).
 @triton.autotune(configs=_configs(_H100_CONFIGS), key=["H", "V", "IS_FP32"])
 @triton.jit
@@ -133,26 +161,13 @@ def _logprobs_stats_kernel(
     sum_exp = tl.zeros([BLOCK_N], tl.float32)
     sum_exp_z = tl.zeros([BLOCK_N], tl.float32)
     target = tl.zeros([BLOCK_N], tl.float32)
-    offs_k = tl.arange(0, BLOCK_K)
     for tile in range(tile_begin, tile_end):
         cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)
         col_mask = cols < V
         cols64 = cols.to(tl.int64)
-        acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + offs_k
-            k_mask = ks < H
-            h = tl.load(
-                hidden_ptr + rows64[:, None] * stride_hn + ks[None, :] * stride_hk,
-                mask=row_mask[:, None] & k_mask[None, :], other=0.0,
-            )
-            w = tl.load(
-                weight_ptr + cols64[None, :] * stride_wv + ks[:, None] * stride_wk,
-                mask=col_mask[None, :] & k_mask[:, None], other=0.0,
-            )
-            if UPCAST:  # the interpreter's dot mishandles bfloat16 operands
-                h, w = h.to(tl.float32), w.to(tl.float32)
-            acc = tl.dot(h, w, acc, input_precision=INPUT_PRECISION)
+        acc = _logit_tile(hidden_ptr, weight_ptr, rows64, row_mask, cols64, col_mask, H,
+                          stride_hn, stride_hk, stride_wv, stride_wk,
+                          INPUT_PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_K)
         # Tail columns must be -inf *before* the max and the exp; every tile has at least
         # one real column, so the new max is finite and exp(-inf - max) is a clean 0.
         z = tl.where(col_mask[None, :], acc * inv_temperature, float("-inf"))
@@ -209,22 +224,9 @@ def _logprobs_dlogits_kernel(
     cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     col_mask = cols < V_CHUNK
     rows64, cols64 = rows.to(tl.int64), cols.to(tl.int64)  # 64-bit offsets, as above
-    offs_k = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + offs_k
-        k_mask = ks < H
-        h = tl.load(
-            hidden_ptr + rows64[:, None] * stride_hn + ks[None, :] * stride_hk,
-            mask=row_mask[:, None] & k_mask[None, :], other=0.0,
-        )
-        w = tl.load(
-            weight_ptr + cols64[None, :] * stride_wv + ks[:, None] * stride_wk,
-            mask=col_mask[None, :] & k_mask[:, None], other=0.0,
-        )
-        if UPCAST:
-            h, w = h.to(tl.float32), w.to(tl.float32)
-        acc = tl.dot(h, w, acc, input_precision=INPUT_PRECISION)
+    acc = _logit_tile(hidden_ptr, weight_ptr, rows64, row_mask, cols64, col_mask, H,
+                      stride_hn, stride_hk, stride_wv, stride_wk,
+                      INPUT_PRECISION, UPCAST, BLOCK_N, BLOCK_V, BLOCK_K)
     z = acc * inv_temperature
     # Padding rows read lse = 0 and finite z; they are never stored.
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
