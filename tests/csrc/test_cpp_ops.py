@@ -84,9 +84,9 @@ def test_fused_logprobs_autograd_through_cpp_backend(dtype):
 def test_logprobs_edge_shapes(cpp):
     for num_tokens, vocab in ((1, 1), (3, 1025), (300, 7)):
         hidden, weight, labels = make_logprobs_inputs(num_tokens, 5, vocab, seed=4)
-        torch.testing.assert_close(
-            cpp.logprobs_stats(hidden, weight, labels, 1.0, True), logprobs_stats_reference(hidden, weight, labels, 1.0, True)
-        )
+        assert_as_accurate(cpp.logprobs_stats(hidden, weight, labels, 1.0, True),
+                           logprobs_stats_reference(hidden, weight, labels, 1.0, True),
+                           logprobs_stats_reference(hidden.double(), weight.double(), labels, 1.0, True), FLOOR[torch.float32])
     empty = cpp.logprobs_stats(torch.empty(0, 5), torch.randn(9, 5), torch.empty(0, dtype=torch.long), 1.0, True)
     assert empty.shape == (4, 0)
 
@@ -155,19 +155,20 @@ def test_grpo_loss_float_mask_and_gradients():
     inputs = make_grpo_loss_inputs(BATCH, LENGTH, seed=7, requires_grad=True)
     mask = inputs["mask"].float() * torch.rand(BATCH, LENGTH, generator=torch.Generator().manual_seed(8))
     results = {}
-    for backend in ("cpp", "reference"):
+    for backend, dtype in (("cpp", torch.float32), ("reference", torch.float32), ("exact", torch.float64)):
+        cast = {k: v.detach().to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+        cast["logp"].requires_grad_(True)
         loss, metrics = ops.grpo_loss(
-            inputs["logp"], inputs["old_logp"], inputs["advantages"], mask, ref_logp=inputs["ref_logp"],
+            cast["logp"], cast["old_logp"], cast["advantages"], mask.to(dtype), ref_logp=cast["ref_logp"],
             kl_coef=0.05, clip_high=0.28, dual_clip=3.0, aggregation="seq-mean-token-mean",
-            rollout_logp=inputs["rollout_logp"], is_cap=2.0, backend=backend,
+            rollout_logp=cast["rollout_logp"], is_cap=2.0, backend="reference" if backend == "exact" else backend,
         )
         loss.backward()
-        results[backend] = (loss.detach(), inputs["logp"].grad.clone(), metrics)
-        inputs["logp"].grad = None
-    torch.testing.assert_close(results["cpp"][0], results["reference"][0])
-    torch.testing.assert_close(results["cpp"][1], results["reference"][1])
+        results[backend] = (loss.detach(), cast["logp"].grad, metrics)
+    for index, name in ((0, "loss"), (1, "grad_logp")):
+        assert_as_accurate(results["cpp"][index], results["reference"][index], results["exact"][index], FLOOR[torch.float32])
     for name, value in results["reference"][2].items():
-        torch.testing.assert_close(results["cpp"][2][name], value, msg=name)
+        assert_as_accurate(results["cpp"][2][name], value, results["exact"][2][name], FLOOR[torch.float32])
 
 
 @pytest.mark.parametrize("mode", MODES)

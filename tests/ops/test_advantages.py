@@ -10,7 +10,7 @@ import torch
 
 from r1core.ops import available, group_advantages, group_advantages_reference
 from r1core.ops.group_advantages import MODES, dense_group_index
-from r1core.testing import make_group_rewards
+from r1core.testing import assert_close_to_reference, make_group_rewards
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CASES = [(device, backend) for device in DEVICES for backend in available("group_advantages", device)]
@@ -126,7 +126,8 @@ def test_equal_groups_match_reference(device, backend, mode, group_size):
         out = group_advantages(rewards, group_size=group_size, mode=mode, backend=backend)
         ids = torch.arange(rewards.shape[0], device=device) // group_size
         expected = group_advantages_reference(rewards, ids, mode, 1e-6)
-        torch.testing.assert_close(out.advantages, expected.advantages, rtol=2e-6, atol=2e-6)
+        exact = group_advantages_reference(rewards.double(), ids, mode, 1e-6)
+        assert_close_to_reference(out.advantages, exact.advantages, expected.advantages, name=f"{mode} advantages")
         assert torch.equal(out.zero_variance, expected.zero_variance)
 
 
@@ -160,8 +161,10 @@ def test_large_groups_fall_back_to_ragged_kernels():
     group_size = MAX_FIXED_BLOCK + 5
     rewards = make_group_rewards(2, group_size, binary=False)
     out = group_advantages(rewards, group_size=group_size, backend="triton")
-    expected = group_advantages_reference(rewards, torch.arange(2 * group_size) // group_size, "grpo", 1e-6)
-    torch.testing.assert_close(out.advantages, expected.advantages, rtol=1e-5, atol=1e-5)
+    ids = torch.arange(2 * group_size) // group_size
+    expected = group_advantages_reference(rewards, ids, "grpo", 1e-6)
+    exact = group_advantages_reference(rewards.double(), ids, "grpo", 1e-6)
+    assert_close_to_reference(out.advantages, exact.advantages, expected.advantages, name="advantages")
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not usable here")
