@@ -44,6 +44,10 @@ def _entry(fn: Callable[..., Any], rank: int, world_size: int, workdir: str, arg
         dist.init_process_group(
             backend, init_method=f"file://{os.path.join(workdir, 'rendezvous')}", rank=rank, world_size=world_size
         )
+        # init_process_group can return on one rank while a peer is still connecting its
+        # side of the mesh; a rank that then leaves (fn finished or raised) breaks the peer's
+        # connection. Every rank starts fn with the group complete.
+        dist.barrier()
         try:
             fn(rank, world_size, *args)
         except BaseException:
