@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"skipped: {', '.join(missing)} not installed (carry their wheels in .whl/ for make bench-gpu)")
         return 0
+    from r1core.batch import MicroBatch
     from r1core.models.policy import build_policy
 
     on_gpu = torch.cuda.is_available() and not args.tiny
@@ -80,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         policy = build_policy(directory, dtype=dtype)
         generator = torch.Generator().manual_seed(0)
         ids = torch.randint(0, shape["vocab_size"], (batch, length), generator=generator).to(device)
+        # Every position after the first is a trained token.
+        micro_batch = MicroBatch(list(ids), torch.ones(batch, length - 1, device=device))
 
         def loss_fn(logp, entropy, micro_batch):
             return -logp.float().mean(), {}
 
         def step():
-            out = policy.train_step([{"input_ids": ids}], loss_fn)
+            out = policy.train_step([micro_batch], loss_fn)
             if on_gpu:
                 torch.cuda.synchronize()
             return out

@@ -1,5 +1,6 @@
 """Test-wide set-up: Triton kernels run on CPU through the interpreter when there is no GPU,
-and tests marked ``gpu`` skip cleanly without CUDA."""
+tests marked ``gpu`` skip cleanly without CUDA, and no test module leaves a process group
+to the next."""
 
 import os
 
@@ -19,3 +20,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_process_group_outlives_its_module():
+    """A module that builds a policy in this process (which makes its one-rank process group
+    and Megatron's groups) must not hand them to the next module: tests that initialise
+    their own groups (tests/launch/test_group_plan.py) would find one already there."""
+    import torch.distributed as dist
+
+    before = dist.is_available() and dist.is_initialized()
+    yield
+    if before or not (dist.is_available() and dist.is_initialized()):
+        return
+    from r1core.parallel.groups import destroy_distributed
+
+    destroy_distributed()

@@ -237,7 +237,7 @@ def test_each_bad_input_is_one_line_and_exit_2_before_any_work(command, argument
 
 
 # The data and eval sections check their own values (their dataclasses belong to the data and
-# evaluation packages); these inputs are listed here so the list above stays complete.
+# evaluation packages).
 SECTION_OWNED_BAD_INPUTS = [
     ("train", ["data.num_train=0"], "data.num_train"),
     ("train", ["eval.every=0"], "eval.every"),
@@ -245,7 +245,6 @@ SECTION_OWNED_BAD_INPUTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="DataConfig and EvalConfig validate their own values (r1core/data, r1core/eval)")
 @pytest.mark.parametrize(("command", "arguments", "fragment"), SECTION_OWNED_BAD_INPUTS,
                          ids=[" ".join(a) for _, a, _ in SECTION_OWNED_BAD_INPUTS])
 def test_data_and_eval_section_inputs_are_refused_before_any_work(command, arguments, fragment, tmp_path, hf_dir,
