@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv system-packages train test test-fast test-repeat bench bench-gpu smollm2 clean
+.PHONY: venv system-packages train test test-fast test-repeat coverage bench bench-gpu smollm2 clean
 
 # Machine packages the code sandbox needs (r1core/rewards/sandbox.py): bubblewrap for its
 # namespaces, libseccomp's Python binding for its seccomp filter. Installed only when missing
@@ -56,6 +56,13 @@ test: venv
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow and not distributed"
+
+# The model-family coverage table (family x check), printed from the outcomes of the tests
+# marked family_check (tests/family_coverage.py); COVERAGE_OUT=PATH also writes it there.
+COVERAGE_OUT ?=
+coverage: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m family_check --family-coverage$(if $(COVERAGE_OUT),=$(COVERAGE_OUT)) \
+		tests/models/test_families.py tests/models/test_distributed.py tests/rollout/test_family_sync.py
 
 # The numeric and distributed op tests REPEAT times each (pytest-repeat, from the dev
 # extras), to catch results that depend on timing or on the processor:

@@ -1,8 +1,10 @@
 """Test-wide set-up: Triton kernels run on CPU through the interpreter when there is no GPU,
-tests marked ``gpu`` skip cleanly without CUDA, and no test module leaves a process group
-to the next."""
+tests marked ``gpu`` skip cleanly without CUDA, no test module leaves a process group to the
+next, and ``--family-coverage`` prints the model family coverage table from this run's
+outcomes (``family_coverage.py``)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,22 @@ if not torch.cuda.is_available():
     # Must be set before any @triton.jit function is defined, i.e. before r1core's kernels
     # are imported; the interpreter runs them on CPU tensors (slowly: keep shapes small).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--family-coverage", nargs="?", const="", default=None, metavar="PATH",
+                     help="print the model family x check table of this run's family_check tests "
+                          "(and write it to PATH)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "family_check(check, family=None): the test proves CHECK for a model "
+                                       "family (its 'kind' parameter unless family= is given)")
+    out = config.getoption("--family-coverage")
+    if out is not None:
+        from family_coverage import FamilyCoverage
+
+        config.pluginmanager.register(FamilyCoverage(Path(out) if out else None), "family-coverage")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,8 @@ Two engines behind one interface (:class:`Trainer`):
   ``get_megatron_optimizer`` (fp32 main params for bf16 models, gradient clipping) and
   Megatron's pipeline schedules (``get_forward_backward_func``).
 * CPU: those allocate on CUDA, so the same steps are done with plain ``torch.distributed``:
-  gradients averaged over the data-parallel groups (dense and expert), tied-embedding gradients
+  gradients averaged over the data-parallel groups (dense and expert), Q/K-norm gradients
+  summed over the tensor-parallel ranks, tied-embedding gradients
   summed between the first and last pipeline stage, a global gradient norm that counts
   tensor-parallel duplicates once, ``torch.optim.AdamW``, and a fill-drain pipeline schedule
   (all forwards, then all backwards) over point-to-point sends. Low-precision parameters get
@@ -227,9 +228,17 @@ class Trainer:
         return [holder.grad for holder in holders]
 
     def _cpu_finalize_grads(self, grads: list[torch.Tensor]) -> None:
-        """Average over data-parallel replicas; sum the tied embedding across stages."""
+        """Sum the per-head Q/K norms over tensor-parallel ranks; average over data-parallel
+        replicas; sum the tied embedding across stages."""
         model = self.policy.model
         params = self.parameters()
+        if model.config.qk_layernorm and ps.get_tensor_model_parallel_world_size() > 1:
+            # One Q/K norm weight serves every head; each tensor-parallel rank holds the
+            # gradient from its own heads only (Megatron's finalize_model_grads, same rule).
+            names = [name for name, p in model.named_parameters() if p.requires_grad]
+            for name, grad in zip(names, grads):
+                if "q_layernorm" in name or "k_layernorm" in name:
+                    dist.all_reduce(grad, group=ps.get_tensor_model_parallel_group())
         if self.policy.shape.tied_embeddings and ps.get_pipeline_model_parallel_world_size() > 1:
             if ps.is_rank_in_embedding_group():
                 weight = model.shared_embedding_or_output_weight()

@@ -54,5 +54,15 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """One tiny random checkpoint per family of ``families.FAMILIES``, shared by the
+    single-process proofs and the parallel layouts."""
+    from families import FAMILIES, write_family_checkpoint
+
+    root = tmp_path_factory.mktemp("families")
+    return {kind: write_family_checkpoint(kind, root / kind, seed=10 + i) for i, kind in enumerate(FAMILIES)}
+
+
+@pytest.fixture(scope="session")
 def sharded_checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint("qwen2", tmp_path_factory.mktemp("hf") / "qwen2_sharded", max_shard_size="100KB")

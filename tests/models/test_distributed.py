@@ -1,5 +1,7 @@
 """Parallel layouts on CPU (torchrun, 2 processes, gloo) against the single-process policy:
-same log-probs, same gradients after one training step, same weights exported."""
+same log-probs, same gradients after one training step, same weights exported. Every layout
+on the Qwen checkpoints; TP=2 for each dense family and EP=2 for each MoE family of
+``families.py``."""
 
 from __future__ import annotations
 
@@ -27,17 +29,31 @@ LAYOUTS = {
     "ep2_dp2_moe": ("qwen3_moe", 1, 1, 2, 4),
 }
 SLOW = {"tp2_pp2_tied", "pp2_ep2_moe", "ep2_dp2_moe"}
+#: family: (tensor, pipeline, expert); dense families split attention and MLP over TP=2, MoE
+#: families their experts over EP=2 (deepseek_v3 is absent: its policy needs CUDA).
+FAMILY_LAYOUTS = {
+    "llama3": (2, 1, 1),
+    "mistral": (2, 1, 1),
+    "gemma3": (2, 1, 1),
+    "phi3": (2, 1, 1),
+    "mixtral": (1, 1, 2),
+    "qwen2_moe": (1, 1, 2),
+}
 
 
 @pytest.fixture(scope="module")
-def references(checkpoints):
+def reference():
+    """``reference(hf_dir)``: the workload's results under the single-process policy (cached)."""
     from r1core.models import OptimConfig, build_policy
 
-    refs = {}
-    for kind in {v[0] for v in LAYOUTS.values()}:
-        policy = build_policy(checkpoints[kind], optim=OptimConfig(lr=1e-3, clip_grad=1.0))
-        refs[kind] = run(policy, {})
-    return refs
+    cache: dict[Path, dict] = {}
+
+    def get(hf_dir: Path) -> dict:
+        if hf_dir not in cache:
+            cache[hf_dir] = run(build_policy(hf_dir, optim=OptimConfig(lr=1e-3, clip_grad=1.0)), {})
+        return cache[hf_dir]
+
+    return get
 
 
 def launch(hf_dir: Path, out: Path, tensor: int, pipeline: int, expert: int, procs: int) -> list[dict]:
@@ -54,10 +70,25 @@ def launch(hf_dir: Path, out: Path, tensor: int, pipeline: int, expert: int, pro
 @pytest.mark.parametrize(
     "layout", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in LAYOUTS]
 )
-def test_layout_matches_single_process(layout, checkpoints, references, tmp_path):
+def test_layout_matches_single_process(layout, checkpoints, reference, tmp_path):
     kind, tensor, pipeline, expert, procs = LAYOUTS[layout]
-    ref = references[kind]
     ranks = launch(checkpoints[kind], tmp_path / layout, tensor, pipeline, expert, procs)
+    assert_matches(layout, ranks, reference(checkpoints[kind]), checkpoints[kind], tmp_path)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow  # ~60 s each on 2 loaded CPU cores (two processes import Megatron-Core)
+@pytest.mark.family_check("TP=2 / EP=2")
+@pytest.mark.parametrize("kind", list(FAMILY_LAYOUTS))
+def test_family_layout_matches_single_process(kind, family_checkpoints, reference, tmp_path):
+    tensor, pipeline, expert = FAMILY_LAYOUTS[kind]
+    ranks = launch(family_checkpoints[kind], tmp_path / kind, tensor, pipeline, expert, 2)
+    assert_matches(kind, ranks, reference(family_checkpoints[kind]), family_checkpoints[kind], tmp_path)
+
+
+def assert_matches(layout: str, ranks: list[dict], ref: dict, source_dir: Path, tmp_path: Path) -> None:
+    """Every rank's results (``_dist_worker.py``) equal the single-process ``ref``; the export
+    (written to ``tmp_path/<layout>.export``) has the source checkpoint's names and shapes."""
     for out in ranks:  # every rank gets the log-probs (broadcast from the last stage under PP)
         for key in ("logp", "logp_packed", "logp_t", "entropy_t"):
             torch.testing.assert_close(out[key], ref[key], atol=1e-5, rtol=0, msg=f"{layout} {key}")
@@ -86,7 +117,7 @@ def test_layout_matches_single_process(layout, checkpoints, references, tmp_path
     from r1core.models.weights import SafetensorsReader
 
     exported = SafetensorsReader(Path(f"{tmp_path / layout}.export"))
-    source = SafetensorsReader(checkpoints[kind])
+    source = SafetensorsReader(source_dir)
     assert sorted(exported.keys()) == sorted(source.keys())
     # (weights changed by the step; compare names/shapes/dtypes here, values in the
     # single-process round-trip test)
