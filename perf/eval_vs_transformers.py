@@ -40,9 +40,11 @@ def load_records(run_dir: Path, num: int) -> tuple[list[dict], dict]:
     return firsts, config
 
 
-def transformers_responses(hf_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int) -> tuple[list[str], float]:
-    """Greedy ``generate`` of every prompt (left-padded batches, fp32), decoded by r1core's
-    response decoder; the seconds it took."""
+def transformers_responses(hf_dir: str, prompts: list[str], max_new_tokens: int, batch_size: int,
+                           time_limit_s: float = 0.0) -> tuple[list[str], float]:
+    """Greedy ``generate`` of the prompts (left-padded batches, fp32), decoded by r1core's
+    response decoder; the seconds it took. With ``time_limit_s`` > 0 no batch starts after
+    that many seconds, and only the prompts generated so far are returned (in order)."""
     from transformers import AutoModelForCausalLM
 
     from r1core.data.tokenizers import ResponseDecoder, load_tokenizer, stop_token_ids
@@ -55,6 +57,8 @@ def transformers_responses(hf_dir: str, prompts: list[str], max_new_tokens: int,
     out: list[str] = []
     start = time.perf_counter()
     for first in range(0, len(prompts), batch_size):
+        if time_limit_s > 0 and time.perf_counter() - start > time_limit_s:
+            break
         encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[first : first + batch_size]]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="folder of a greedy r1core eval run (config.yaml, samples.jsonl)")
     parser.add_argument("--num", type=int, default=50, help="problems compared")
     parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--time-limit", type=float, default=0.0,
+                        help="seconds after which no further batch starts; the report covers the problems done")
     args = parser.parse_args(argv)
 
     from r1core.rewards import get_reward
@@ -83,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     records, config = load_records(args.run_dir, args.num)
     hf_dir = config["policy"]["hf_dir"]
     responses, seconds = transformers_responses(hf_dir, [r["prompt"] for r in records], int(config["eval"]["max_tokens"]),
-                                                args.batch_size)
+                                                args.batch_size, args.time_limit)
+    if not responses:
+        raise SystemExit(f"no prompt was generated within --time-limit {args.time_limit} s")
+    records = records[: len(responses)]
     reward = get_reward("math_accuracy")
     scores = reward(responses, [r["gold"] for r in records])
     rows = []
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     same_answer = sum(r["same_answer"] for r in rows)
     same_score = sum(r["r1core_score"] == r["transformers_score"] for r in rows)
     summary = {
-        "benchmark": config["eval"]["benchmark"], "model": hf_dir, "num_problems": len(rows),
+        "benchmark": config["eval"]["benchmark"], "model": hf_dir, "num_problems": len(rows), "num_requested": args.num,
         "max_tokens": int(config["eval"]["max_tokens"]), "same_extracted_answer": same_answer,
         "same_score": same_score, "same_response_text": sum(r["same_text"] for r in rows),
         "r1core_accuracy": sum(r["r1core_score"] for r in rows) / len(rows),
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"eval_vs_transformers_{summary['benchmark'].split(':')[0]}_cpu_{summary['date']}"
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     lines = [f"# r1core eval vs transformers generate: {summary['benchmark']}, {len(rows)} problems, greedy", "",
+             *([f"Only {len(rows)} of the {args.num} problems asked for were generated within --time-limit "
+                f"{args.time_limit:.0f} s.", ""] if len(rows) < args.num else []),
              f"Command: `{summary['command']}` (model {hf_dir}, {summary['max_tokens']} new tokens, fp32 both sides)", "",
              "| measure | value |", "| --- | --- |",
              f"| same extracted answer | {same_answer} / {len(rows)} |",

@@ -440,7 +440,8 @@ class Pipeline:
         )
         self.logger.plot(
             self.run_dir / "curves.png",
-            [("reward_mean", "train"), ("accuracy", "eval"), ("response_length_mean", "train")],
+            [("reward_mean", "train"), ("accuracy", "eval"), ("answer_marker_rate", "eval"),
+             ("response_length_mean", "train")],
         )
         self.logger.write_summary(summary)
         self.logger.close()

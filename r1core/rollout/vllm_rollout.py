@@ -28,6 +28,9 @@ from r1core.rollout.bridge import SharedMemoryBuffer, WeightSource
 from r1core.rollout.config import RolloutConfig
 from r1core.rollout.weight_update import SyncStats, WeightUpdate
 
+#: Tokens per engine step on CPU (vLLM's CPU default), raised to the engine length when longer.
+CPU_BATCHED_TOKENS = 4096
+
 
 # ---------------------------------------------------------------------- logging set-up
 
@@ -234,6 +237,12 @@ class VLLMRollout:
         if self._on_cuda:
             engine_kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
             engine_kwargs["enable_sleep_mode"] = self.sleep_enabled
+        else:
+            # A prompt whose prefill is split across engine steps makes vLLM rewind the
+            # request's seeded generator, which a CPU torch.Generator cannot do ("CPU Generator
+            # does not use offset"): every prompt is prefilled in one step instead.
+            engine_kwargs["enable_chunked_prefill"] = False
+            engine_kwargs["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, config.max_model_len)
         if config.engine_mode == "in_process":
             import torch.distributed as dist
 

@@ -133,6 +133,21 @@ def test_sampled_logprobs_are_after_temperature(synced, checkpoints):
             assert not torch.allclose(hf, hf_untempered, atol=1e-3)
 
 
+def test_seeded_sampling_of_more_prompt_tokens_than_one_engine_step(synced):
+    """More prompt tokens than one engine step takes, every request seeded (an evaluation of
+    many problems): no prompt's prefill is split on CPU, where vLLM could not rewind the
+    seeded generator of a split one, and the samples repeat under the same seed."""
+    from r1core.rollout.vllm_rollout import CPU_BATCHED_TOKENS
+
+    _, engine, _, _ = synced
+    prompts = [[3 + i % 90] + list(range(10, 49)) for i in range(CPU_BATCHED_TOKENS // 40 + 20)]
+    assert sum(map(len, prompts)) > CPU_BATCHED_TOKENS
+    first = engine.generate(prompts, n=2, max_tokens=2, temperature=1.0, seed=5)
+    again = engine.generate(prompts, n=2, max_tokens=2, temperature=1.0, seed=5)
+    assert len(first) == len(prompts) and all(len(g) == 2 and g[0].token_ids for g in first)
+    assert [[s.token_ids for s in g] for g in first] == [[s.token_ids for s in g] for g in again]
+
+
 def test_second_sync_and_coverage_checks(synced, checkpoints, fresh_reference):
     """A sync that misses a parameter, or one shard of a fused one, is refused by name;
     a complete sync afterwards restores the exact fresh-engine outputs."""
