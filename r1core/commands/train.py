@@ -65,6 +65,11 @@ from r1core.trainer.sft import num_sft_steps, run_sft
 EVAL_SEED_OFFSET = 10_000
 
 
+#: The panels of ``curves.png``: (metric, phase).
+CURVE_PANELS = (("reward_mean", "train"), ("accuracy", "eval"), ("answer_marker_rate", "eval"),
+                ("response_length_mean", "train"))
+
+
 def _corrupt(answer: str, rng: random.Random) -> str:
     value = int(answer)
     return str(value + rng.choice([-3, -2, -1, 1, 2, 3]))
@@ -400,11 +405,7 @@ class Pipeline:
                 "run_dir": str(self.run_dir),
             }
         )
-        self.logger.plot(
-            self.run_dir / "curves.png",
-            [("reward_mean", "train"), ("accuracy", "eval"), ("answer_marker_rate", "eval"),
-             ("response_length_mean", "train")],
-        )
+        self.logger.plot(self.run_dir / "curves.png", CURVE_PANELS)
         self.logger.write_summary(summary)
         self.logger.close()
         return summary
