@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r1core.rollout import ModuleWeightSource, VLLMRollout, logprob_mismatch
+from r1core.algos.mismatch import logprob_mismatch
+from r1core.rollout import ModuleWeightSource, VLLMRollout
 from tests.rollout.conftest import KINDS, MAX_MODEL_LEN, MAX_TOKENS, PROMPTS, greedy
 
 
