@@ -70,6 +70,11 @@ EVAL_SEED_OFFSET = 10_000
 log = logging.getLogger("r1core")
 
 
+#: The panels of ``curves.png``: (metric, phase).
+CURVE_PANELS = (("reward_mean", "train"), ("accuracy", "eval"), ("answer_marker_rate", "eval"),
+                ("response_length_mean", "train"))
+
+
 def _corrupt(answer: str, rng: random.Random) -> str:
     value = int(answer)
     return str(value + rng.choice([-3, -2, -1, 1, 2, 3]))
@@ -438,11 +443,7 @@ class Pipeline:
                 "run_dir": str(self.run_dir),
             }
         )
-        self.logger.plot(
-            self.run_dir / "curves.png",
-            [("reward_mean", "train"), ("accuracy", "eval"), ("answer_marker_rate", "eval"),
-             ("response_length_mean", "train")],
-        )
+        self.logger.plot(self.run_dir / "curves.png", CURVE_PANELS)
         self.logger.write_summary(summary)
         self.logger.close()
         return summary
