@@ -300,12 +300,7 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
     from transformers import AutoModelForCausalLM, TrainerCallback
 
     from r1core.data.tokenizers import ResponseDecoder, load_tokenizer, stop_token_ids
-    from r1core.rewards import compose_rewards
-
-    try:
-        from r1core.rewards import scoring_in_process
-    except ImportError:  # an r1core.rewards without a shared pool scores in the calling process anyway
-        from contextlib import nullcontext as scoring_in_process
+    from r1core.rewards import compose_rewards, scoring_in_process
 
     tokenizer = load_tokenizer(start)
     if tokenizer.pad_token is None:
