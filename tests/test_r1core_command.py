@@ -196,7 +196,7 @@ BAD_INPUTS = [
     ("train", ["policy.hf_dir={tmp}"], "no Hugging Face config.json"),
     ("train", ["parallel.tensor=3"], "world size 1 is not divisible by tensor x pipeline x context = 3"),
     ("train", ["embedded.model.num_attention_heads=3"], "embedded.model.num_attention_heads=3"),
-    ("train", ["trainer.max_response_tokens=300"], "leaves no room for the prompt within rollout.max_model_len=256"),
+    ("train", ["trainer.max_response_tokens=600"], "leaves no room for the prompt within the embedded model's"),
     ("train", ["logging.level=loud"], "logging.level must be one of"),
     ("train", ["run.name=a/b"], "run.name must be a plain folder name"),
     ("sft", ["policy.hf_dir={hf_dir}", "sft.traces={tmp}/empty.jsonl"], "the file holds no rows"),
@@ -357,6 +357,8 @@ def test_stop_signals_are_taken_by_the_watcher_not_the_default_action():
             time.sleep(10)
         assert control.exit_status_for_interrupt() == 128 + signal.SIGHUP
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    # The stop's deadline ended with the run: it must not exit this process 60 s later.
+    assert control._deadline is not None and control._deadline.finished.is_set()
     assert not active_control().stop_requested()
 
 

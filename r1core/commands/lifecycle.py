@@ -86,6 +86,7 @@ class RunControl:
         self._previous_mask: Optional[set[int]] = None
         self._previous_handlers: dict[int, Any] = {}
         self._interrupt_pending = False
+        self._deadline: threading.Timer | None = None  # the stop's time limit, once a stop signal came
         # Every signal a run may be configured to stop on is taken from the start (before the
         # configuration is read); one that is not a stop signal ends the run as SIGINT does,
         # with its own status, as its default action would.
@@ -127,6 +128,10 @@ class RunControl:
     def __exit__(self, *exc_info: Any) -> None:
         global _ACTIVE
         _ACTIVE = None
+        if self._deadline is not None:
+            # The run ended (stopped or not): its stop deadline must not end the process later
+            # (a process that runs more than one command, such as a test session).
+            self._deadline.cancel()
         if self._watcher is None:
             return
         self._closing.set()
@@ -161,9 +166,9 @@ class RunControl:
                 self.signal_name, self._signum = name, signum
                 print(f"r1core: {name} received: stopping at the end of the current step (within "
                       f"{self.timeout_s:g} s)", file=sys.stderr, flush=True)
-                timer = threading.Timer(self.timeout_s, self._expire)
-                timer.daemon = True
-                timer.start()
+                self._deadline = threading.Timer(self.timeout_s, self._expire)
+                self._deadline.daemon = True
+                self._deadline.start()
             return
         if self.interrupted_by is not None:  # a second interrupt: no more clean-up
             print(f"r1core: {name} again: exiting now", file=sys.stderr, flush=True)

@@ -93,14 +93,17 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Checks across sections, on values alone (each section checked its own already)."""
         trainer, rollout = self.trainer, self.rollout
-        if trainer.max_response_tokens >= rollout.max_model_len:
-            raise ValueError(f"trainer.max_response_tokens={trainer.max_response_tokens} leaves no room for the "
-                             f"prompt within rollout.max_model_len={rollout.max_model_len}")
-        if self.eval.max_tokens >= rollout.max_model_len:
-            raise ValueError(f"eval.max_tokens={self.eval.max_tokens} leaves no room for the prompt within "
-                             f"rollout.max_model_len={rollout.max_model_len}")
+        # rollout.max_model_len is raised to what the prompts and these budgets need at the
+        # start of a run (r1core.commands.prompting.length_plan), capped by the model's
+        # positions; the embedded model's are known here already.
+        positions = self.embedded.model.max_position_embeddings
+        for key, budget in (("trainer.max_response_tokens", trainer.max_response_tokens),
+                            ("eval.max_tokens", self.eval.max_tokens)):
+            if not self.policy.hf_dir and budget >= positions:
+                raise ValueError(f"{key}={budget} leaves no room for the prompt within the embedded model's "
+                                 f"embedded.model.max_position_embeddings={positions}")
         self.algorithm.budget_schedule(trainer.max_response_tokens)
-        if not self.policy.hf_dir and self.embedded.model.max_position_embeddings < rollout.max_model_len:
+        if not self.policy.hf_dir and positions < rollout.max_model_len:
             raise ValueError(f"rollout.max_model_len={rollout.max_model_len} exceeds the embedded model's "
                              f"embedded.model.max_position_embeddings={self.embedded.model.max_position_embeddings}")
 
