@@ -4,6 +4,7 @@ against stand-in ``scontrol``/``srun`` commands that record what they were asked
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -239,7 +240,12 @@ def test_node_launcher_leaves_stop_signals_to_the_workers(tmp_path, signum, ever
         os.kill(pid, signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 75, err[-3000:]
-    assert f"{signal.Signals(signum).name} passed on to 2 worker(s)" in err
+    if everyone:
+        # The workers took the signal themselves too, and may have exited before the agent
+        # looked for them: it passes the signal on to those still there.
+        assert re.search(rf"{signal.Signals(signum).name} passed on to [012] worker\(s\)", err), err[-3000:]
+    else:
+        assert f"{signal.Signals(signum).name} passed on to 2 worker(s)" in err, err[-3000:]
 
 
 def _descendants(pid: int) -> list[int]:
