@@ -14,22 +14,11 @@ from r1core.data.records import Problem
 from r1core.data.templates import ChatTemplate, build_template
 from r1core.data.tokenizers import ResponseDecoder, end_of_turn_id, stop_token_ids
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
-def chat_tokenizer(tmp_path_factory):
+def chat_tokenizer(tmp_path_factory, chatml_tokenizer):
     """A locally trained BPE tokenizer (R1 tags as special tokens) with ChatML turns."""
-    from r1core.trainer.embedded import train_tokenizer
-
     corpus = ["user assistant system What is 2+3? Think step by step. <think>5</think><answer>5</answer>"] * 4
-    tokenizer = train_tokenizer(corpus, tmp_path_factory.mktemp("tok"), vocab_size=160)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHATML
-    return tokenizer
+    return chatml_tokenizer(corpus, tmp_path_factory.mktemp("tok"), vocab_size=160)
 
 
 def test_chat_template_with_system_prompt_instruction_and_row_system(chat_tokenizer):

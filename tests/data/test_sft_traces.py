@@ -12,21 +12,10 @@ from r1core.commands.sft import load_sft_examples
 from r1core.data.config import DataConfig
 from r1core.data.records import DataFormatError
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from r1core.trainer.embedded import train_tokenizer
-
+def tokenizer(tmp_path_factory, chatml_tokenizer):
     corpus = ["user assistant system 3+4=? <think>3+4=7</think><answer>7</answer>"] * 4
-    tokenizer = train_tokenizer(corpus, tmp_path_factory.mktemp("tok"), vocab_size=120)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHATML
-    return tokenizer
+    return chatml_tokenizer(corpus, tmp_path_factory.mktemp("tok"), vocab_size=120)
 
 
 def write(path, rows):
