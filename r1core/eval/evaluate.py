@@ -68,8 +68,8 @@ def evaluate(
         ``{"num_problems", "num_samples", "avg@n", "pass@k"..., "maj@k"..., "mean_score",
         "answer_marker_rate"}`` (keys prefixed with ``name/`` when given). maj@k votes over the
         first k samples; ``answer_marker_rate`` is the share of responses that mark a final
-        answer (``<answer>`` tags, ``\\boxed{}`` or ``####``; :func:`extract_answer`), the
-        answer-format rate.
+        answer (``<answer>`` tags, ``\\boxed{}`` or ``####`` with something in it;
+        :func:`extract_answer`), the answer-format rate.
     """
     if len(problems) != len(responses):
         raise ValueError(f"{len(problems)} problems but {len(responses)} response lists")
@@ -97,7 +97,7 @@ def evaluate(
         f"{prefix}mean_score": sum(scores) / len(scores),
         f"{prefix}avg@{num_samples}": sum(avg_at_k([float(s >= correct_threshold) for s in g]) for g in per_problem)
         / len(problems),
-        f"{prefix}answer_marker_rate": sum(extract_answer(r).kind != "none" for r in flat_responses) / len(flat_responses),
+        f"{prefix}answer_marker_rate": sum(extract_answer(r).final is not None for r in flat_responses) / len(flat_responses),
     }
     for k in ks:
         report[f"{prefix}pass@{k}"] = mean_pass_at_k(num_correct, num_samples, k)

@@ -11,8 +11,10 @@ The rules, applied in this order (documented here once; ``math.py`` and the test
       holds one, else its whole text);
    b. ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, also ``\\boxed 5``): one per box;
    c. GSM8K's ``#### N``: one per marker, the rest of that line.
-   The **last** candidate is the final answer. With no marker the caller may fall back to
-   math-verify's own extraction (last number or LaTeX, "answer is ..." anchors).
+   The **last** non-empty candidate is the final answer (an empty ``\\boxed{}``, a
+   ``\\boxed{\\phantom{2}}`` cell or an empty tag is skipped). With no marker, or only empty
+   ones, the caller may fall back to math-verify's own extraction (last number or LaTeX,
+   "answer is ..." anchors).
 3. Spraying. Distinct candidates are counted after removing whitespace and ``\\phantom{...}``
    (models draw empty ``\\boxed{\\phantom{2}}`` cells in long-division tableaux); if more than
    ``MathAccuracyConfig.max_distinct_answers`` (3) distinct non-empty candidates remain, the response is a spray of guesses
@@ -154,38 +156,31 @@ def normalize_candidate(candidate: str) -> str:
 def extract_answer(response: str) -> ExtractedAnswer:
     """Apply the rules of this module's docstring to one response."""
     region = answer_region(response)
-    candidates: list[str]
     kind: MarkerKind
-    boxed_final = False
+    # (candidate, final form, boxed) per marker, in order.
+    found: list[tuple[str, str, bool]] = []
     tags = find_answer_tags(region)
     if tags:
         kind = "answer_tag"
-        candidates = []
-        for index, tag in enumerate(tags):
+        for tag in tags:
             boxes = find_boxed(tag)
-            if boxes:
-                candidates.append(boxes[-1][1])
-                boxed_final = index == len(tags) - 1
-            else:
-                candidates.append(tag.strip())
-        final = candidates[-1]
-        if boxed_final:
-            final = find_boxed(tags[-1])[-1][0]
+            found.append((boxes[-1][1], boxes[-1][0], True) if boxes else (tag.strip(), tag.strip(), False))
     else:
         boxes = find_boxed(region)
         if boxes:
             kind = "boxed"
-            candidates = [content for _, content in boxes]
-            final, boxed_final = boxes[-1][0], True
+            found = [(content, whole, True) for whole, content in boxes]
         else:
             hashes = _HASH_RE.findall(region)
-            if hashes:
-                kind = "hash"
-                candidates = [value.strip() for value in hashes]
-                final = candidates[-1]
-            else:
+            if not hashes:
                 return ExtractedAnswer("none", None, region, 0)
-    distinct = {normalize_candidate(candidate) for candidate in candidates}
+            kind = "hash"
+            found = [(value.strip(), value.strip(), False) for value in hashes]
+    # An empty marker (\boxed{}, a \phantom cell, <answer></answer>) is no answer:
+    # the final answer is the last non-empty one, None when every marker is empty.
+    answers = [(final, boxed) for candidate, final, boxed in found if normalize_candidate(candidate)]
+    final, boxed_final = answers[-1] if answers else (None, False)
+    distinct = {normalize_candidate(candidate) for candidate, _, _ in found}
     distinct.discard("")
     return ExtractedAnswer(kind, final, region, len(distinct), boxed_final)
 

@@ -45,6 +45,11 @@ CPU_BATCHED_TOKENS = 4096
 #   passes the stop token ids itself), eager mode (``enforce_eager``), per-request seeds.
 # - The CPU backend's notes (no Triton CPU backend, thread binding, preload hints for its
 #   allocator): they describe the platform, not the run, and repeat for every engine.
+# - Chunked prefill switched off on CPU: r1core does it on purpose (a CPU torch.Generator
+#   cannot be rewound, see ``_build_engine``); vLLM warns about any model that supports it by default.
+# - "Unknown vLLM environment variable" for VLLM_DIST_IDENT: vLLM's own CPU worker sets it in
+#   the process that hosts an in-process engine, and the next engine built there (or in a
+#   process started from it) reports it as unknown. Other unknown variables are still shown.
 # - vLLM ending its engine processes with SIGKILL when they take longer than its 5 s grace
 #   period to tear down (seen on every close of an engine in its own process on a busy CPU).
 HARMLESS_VLLM_MESSAGES = (
@@ -57,6 +62,8 @@ HARMLESS_VLLM_MESSAGES = (
     r"^Triton is (not installed|installed, but doesn't include CPU backend)",
     r"^Model Runner V2 requires Triton",
     r"^Reset SSM cache type",
+    r"^This model does not officially support disabling chunked prefill",
+    r"^Unknown vLLM environment variable detected: VLLM_DIST_IDENT$",
     r"^CPU backend doesn't allow to use `torch.set_num_threads`",
     r"^lib(tcmalloc|iomp) is not found in LD_PRELOAD",
     r"^\[shutdown\] (Process manager: force killing remaining process|force killing sub process|"

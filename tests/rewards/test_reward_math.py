@@ -46,6 +46,27 @@ def test_distinct_count_ignores_phantom_and_whitespace():
     assert extract_answer(text).num_distinct == 1
 
 
+@pytest.mark.parametrize(
+    ("response", "final", "boxed"),
+    [
+        ("\\boxed{42} and a blank box to end: \\boxed{}", "\\boxed{42}", True),
+        ("\\boxed{7}\\boxed{\\phantom{2}}\\boxed{ }", "\\boxed{7}", True),
+        ("<answer>12</answer><answer> </answer>", "12", False),
+        ("\\boxed{}", None, False),
+        ("<answer></answer>", None, False),
+    ],
+)
+def test_empty_markers_are_no_answer(response, final, boxed):
+    extracted = extract_answer(response)
+    assert (extracted.final, extracted.boxed) == (final, boxed)
+
+
+def test_an_empty_box_earns_nothing_and_hides_no_earlier_answer():
+    config = MathAccuracyConfig(fallback_extraction=False)
+    assert math_accuracy(["\\boxed{}"], ["\\boxed{}"], config=config) == [0.0]
+    assert math_accuracy(["\\boxed{5}. Check: \\boxed{}"], ["5"], config=config) == [1.0]
+
+
 # ----------------------------------------------------------------- math_accuracy
 @pytest.mark.parametrize(
     ("response", "gold", "expected"),

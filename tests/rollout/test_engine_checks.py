@@ -31,3 +31,21 @@ def test_routing_replay_is_on_only_where_vllm_can_capture():
     if not capture:
         with pytest.raises(ValueError, match="Model Runner V2"):
             _routing_replay_enabled(True, moe=True)
+
+
+def test_console_filter_drops_only_the_messages_listed_as_harmless():
+    import logging
+
+    from r1core.rollout.vllm_rollout import HarmlessVLLMMessages
+
+    def shown(message: str, *args) -> bool:
+        record = logging.LogRecord("vllm.platforms", logging.WARNING, __file__, 1, message, args, None)
+        return HarmlessVLLMMessages().filter(record)
+
+    # vLLM's CPU worker sets VLLM_DIST_IDENT itself; a variable the user set is still reported.
+    assert not shown("Unknown vLLM environment variable detected: %s", "VLLM_DIST_IDENT")
+    assert shown("Unknown vLLM environment variable detected: %s", "VLLM_DIST_IDENTITY")
+    assert shown("Unknown vLLM environment variable detected: %s", "VLLM_USE_SOMETHING")
+    assert not shown("This model does not officially support disabling chunked prefill. Disabling this manually "
+                     "may cause the engine to crash or produce incorrect outputs.")
+    assert shown("Engine core initialization failed.")
