@@ -29,7 +29,7 @@ compute and the spread of response lengths decides how much of it goes to paddin
 it; vLLM retires a sample when it ends and r1core's update packs the samples); and
 ``smollm2``, the real pretrained SmolLM2-135M-Instruct (``make smollm2``) with no cold start,
 prompted through its own chat template to solve the arithmetic problems and box the answer,
-rewarded by ``math_accuracy`` alone.
+rewarded by ``math_accuracy + 0.2 * answer_marker`` as in ``examples/smollm2_arithmetic_grpo.yaml``.
 
 Run from the repository root::
 
@@ -99,7 +99,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "model": "smollm2", "template": "chat", "instruction": SMOLLM2_INSTRUCTION,
                 # r1_format at weight 0 (a chat model answers without R1 tags): the configuration
                 # merges over the default weights, so the key must be given to be zeroed.
-                "reward": {"math_accuracy": 1.0, "r1_format": 0.0}},
+                "reward": {"math_accuracy": 1.0, "answer_marker": 0.2, "r1_format": 0.0}},
 }
 
 #: What every preset leaves as it is unless it says otherwise.

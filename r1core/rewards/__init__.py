@@ -9,7 +9,8 @@ convention, and ``r1core.rewards.adapters`` gives verl's ``compute_score``. Buil
 
 - ``math_accuracy``: final answer equals the gold (math-verify; ``pip install 'r1core[rewards]'``,
   imported on first use);
-- ``r1_format``, ``r1_tag_count``: the ``<think>``/``<answer>`` layout;
+- ``r1_format``, ``r1_tag_count``: the ``<think>``/``<answer>`` layout; ``answer_marker``: a
+  marked final answer (``\\boxed{}``, ``<answer>`` or ``####``), right or wrong;
 - ``overlong_penalty`` (DAPO), ``length_penalty``;
 - ``language_consistency``: share of the chain of thought in the target language;
 - ``code_execution``: the response's program against JSON test cases, in a sandbox isolated
@@ -31,7 +32,7 @@ from r1core.rewards.registry import (
     scoring_in_process,
 )
 from r1core.rewards.code import CodeExecutionConfig, code_execution, make_code_gold
-from r1core.rewards.format import R1FormatConfig, r1_format, r1_tag_count
+from r1core.rewards.format import AnswerMarkerConfig, R1FormatConfig, answer_marker, r1_format, r1_tag_count
 from r1core.rewards.language import LanguageConsistencyConfig, language_consistency
 from r1core.rewards.length import (
     LengthPenaltyConfig,
@@ -54,6 +55,7 @@ from r1core.rewards.adapters import compute_score, trl_reward, verl_compute_scor
 
 __all__ = [
     "REWARDS",
+    "AnswerMarkerConfig",
     "BoundReward",
     "CodeExecutionConfig",
     "CompositeResult",
@@ -73,6 +75,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxError",
     "SandboxResult",
+    "answer_marker",
     "code_execution",
     "compose_rewards",
     "compute_score",

@@ -1,5 +1,5 @@
-"""R1 format rewards: reasoning inside ``<think>...</think>``, then the answer in
-``<answer>...</answer>``.
+"""Format rewards: the R1 layout (reasoning inside ``<think>...</think>``, then the answer in
+``<answer>...</answer>``), and a marked final answer.
 
 ``r1_format`` (binary, DeepSeek-R1's format reward): 1.0 when the whole response is exactly
 
@@ -11,6 +11,12 @@ the prompt with it (``allow_missing_think_open``).
 
 ``r1_tag_count`` (dense shaping): 0.25 for each of the four tags appearing exactly once, in
 order; helps a model that has not found the format yet.
+
+``answer_marker`` (binary): 1.0 when the response marks one final answer that
+``math_accuracy`` would read (``\\boxed{}``, ``<answer>`` tags or ``####``, non-empty, not a
+spray of candidates; the rules of :mod:`r1core.rewards.extract`), whether or not it is right.
+A chat model that is asked to box its answer and often does not gets a signal from it before
+it solves anything; its mean is the evaluation's ``answer_marker_rate``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from r1core.rewards.extract import R1_TAGS
+from r1core.rewards.extract import R1_TAGS, extract_answer
 from r1core.rewards.registry import register_reward
 
 _BLOCKS_RE = re.compile(
@@ -89,3 +95,49 @@ def r1_tag_count(responses: list[str], golds: list[str]) -> list[float]:
             position = index + len(tag)
         scores.append(score)
     return scores
+
+
+#: The final-answer markers of :mod:`r1core.rewards.extract`.
+ANSWER_MARKERS = ("boxed", "answer_tag", "hash")
+
+
+@dataclass(frozen=True)
+class AnswerMarkerConfig:
+    """Settings of ``answer_marker``.
+
+    Fields:
+        markers: the marker kinds that count, among ``"boxed"``, ``"answer_tag"`` and
+            ``"hash"`` (the first kind present in the answer region decides).
+        max_distinct_answers: more distinct candidates than this is a spray and earns
+            nothing, as in ``math_accuracy``.
+    """
+
+    markers: tuple[str, ...] = ANSWER_MARKERS
+    max_distinct_answers: int = 3
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.markers) - set(ANSWER_MARKERS))
+        if unknown or not self.markers:
+            raise ValueError(f"answer_marker: markers must be a non-empty subset of {ANSWER_MARKERS}, got "
+                             f"{tuple(self.markers)}")
+        object.__setattr__(self, "markers", tuple(self.markers))
+        if self.max_distinct_answers < 1:
+            raise ValueError(f"answer_marker: max_distinct_answers must be >= 1, got {self.max_distinct_answers}")
+
+
+def marks_answer(response: str, config: AnswerMarkerConfig) -> bool:
+    """True when ``response`` marks a final answer (see the module docstring)."""
+    extracted = extract_answer(response)
+    return (extracted.final is not None and extracted.kind in config.markers
+            and extracted.num_distinct <= config.max_distinct_answers)
+
+
+@register_reward("answer_marker", config=AnswerMarkerConfig)
+def answer_marker(
+    responses: list[str], golds: list[str], config: AnswerMarkerConfig = AnswerMarkerConfig()
+) -> list[float]:
+    """1.0 per response that marks a final answer, else 0.0 (golds unused).
+
+    Returns a list of floats in {0.0, 1.0}, one per response.
+    """
+    return [1.0 if marks_answer(response, config) else 0.0 for response in responses]

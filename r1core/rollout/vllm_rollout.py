@@ -43,8 +43,9 @@ CPU_BATCHED_TOKENS = 4096
 #   sends itself and refuses an engine left stale (``weight_update.py``).
 # - Start-up notes about choices r1core makes on purpose: no tokenizer in the engine (r1core
 #   passes the stop token ids itself), eager mode (``enforce_eager``), per-request seeds.
-# - The CPU backend's notes (no Triton CPU backend, thread binding, preload hints for its
-#   allocator): they describe the platform, not the run, and repeat for every engine.
+# - The CPU backend's notes (no Triton CPU backend, thread binding, the OMP_NUM_THREADS the
+#   user set, preload hints for its allocator): they describe the platform, not the run, and
+#   repeat for every engine.
 # - Chunked prefill switched off on CPU: r1core does it on purpose (a CPU torch.Generator
 #   cannot be rewound, see ``_build_engine``); vLLM warns about any model that supports it by default.
 # - "Unknown vLLM environment variable" for VLLM_DIST_IDENT: vLLM's own CPU worker sets it in
@@ -65,6 +66,7 @@ HARMLESS_VLLM_MESSAGES = (
     r"^This model does not officially support disabling chunked prefill",
     r"^Unknown vLLM environment variable detected: VLLM_DIST_IDENT$",
     r"^CPU backend doesn't allow to use `torch.set_num_threads`",
+    r"^OMP_NUM_THREADS=\d+ is set; leaving Torch threads at",
     r"^lib(tcmalloc|iomp) is not found in LD_PRELOAD",
     r"^\[shutdown\] (Process manager: force killing remaining process|force killing sub process|"
     r"Executor: workers still running after)",

@@ -17,7 +17,7 @@ from r1core.rewards import (
     register_reward,
 )
 
-BUILTIN = {"math_accuracy", "r1_format", "r1_tag_count", "overlong_penalty", "length_penalty",
+BUILTIN = {"math_accuracy", "r1_format", "r1_tag_count", "answer_marker", "overlong_penalty", "length_penalty",
            "language_consistency", "code_execution"}
 
 

@@ -1,11 +1,13 @@
-"""R1 format, tag count, length and language-consistency rewards on hand-computed cases."""
+"""R1 format, tag count, answer marker, length and language-consistency rewards on hand-computed cases."""
 
 from __future__ import annotations
 
 import pytest
 
 from r1core.rewards import (
+    AnswerMarkerConfig,
     LanguageConsistencyConfig,
+    answer_marker,
     get_reward,
     language_consistency,
     length_penalty,
@@ -51,6 +53,24 @@ def test_r1_tag_count():
         [GOOD, "<think>a</think>", "<answer>b</answer><think>a</think>", "x", "<think><think></think>"],
         [""] * 5,
     ) == [1.0, 0.5, 0.5, 0.0, 0.25]
+
+
+def test_answer_marker():
+    responses = [
+        "so the sum is \\boxed{12}",
+        GOOD,                                   # <answer> tags
+        "48 - 6 = 42\n#### 42",
+        "the answer is 12",                     # no marker
+        "I will put it within \\boxed{}.",      # the instruction copied: empty box
+        "<think>\\boxed{3}</think> no answer",  # boxed only inside the reasoning
+        "\\boxed{1} \\boxed{2} \\boxed{3} \\boxed{4}",  # a spray of guesses
+        "\\boxed{5",                            # truncated box
+    ]
+    assert answer_marker(responses, [""] * len(responses)) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    boxed_only = get_reward("answer_marker", markers=["boxed"], max_distinct_answers=4)
+    assert boxed_only(responses, [""] * len(responses)) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="markers must be a non-empty subset"):
+        AnswerMarkerConfig(markers=("box",))
 
 
 def test_overlong_penalty_matches_dapo_formula():

@@ -48,4 +48,7 @@ def test_console_filter_drops_only_the_messages_listed_as_harmless():
     assert shown("Unknown vLLM environment variable detected: %s", "VLLM_USE_SOMETHING")
     assert not shown("This model does not officially support disabling chunked prefill. Disabling this manually "
                      "may cause the engine to crash or produce incorrect outputs.")
+    assert not shown("OMP_NUM_THREADS=2 is set; leaving Torch threads at 2 for serving. Multi-threaded torch CPU ops "
+                     "during serving can degrade performance through spin-wait contention and cgroup CPU-quota "
+                     "throttling.")
     assert shown("Engine core initialization failed.")
