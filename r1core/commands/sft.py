@@ -169,6 +169,6 @@ def run(cfg: RunConfig) -> int:
     if topology.is_main:
         tokenizer.save_pretrained(out)
     logger.write_summary({"steps": len(history), "final_nll": history[-1]["loss"], "examples": len(examples),
-                          "checkpoint": str(out), "wall_seconds": logger.wall_seconds()})
+                          "checkpoint": str(out), "wall_seconds": logger.end_attempt("finished")})
     logger.close()
     return 0

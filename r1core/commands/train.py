@@ -435,8 +435,6 @@ class Pipeline:
         rl_seconds = sum(r.get("step_s", 0.0) for r in self.logger.history if r["phase"] == "train")
         summary.update(
             {
-                # Every attempt's time (a resumed run counts the time its earlier attempts ran).
-                "wall_seconds": self.logger.wall_seconds(),
                 "attempts": len(getattr(self.logger, "attempts", [])) or 1,
                 "tokens_per_second": summary.get("train_tokens", 0.0) / rl_seconds if rl_seconds else 0.0,
                 "accuracy_gain": summary.get("accuracy_end", float("nan")) - summary.get("accuracy_start", float("nan")),
@@ -444,6 +442,9 @@ class Pipeline:
             }
         )
         self.logger.plot(self.run_dir / "curves.png", CURVE_PANELS)
+        # Every attempt's time (a resumed run counts the time its earlier attempts ran), the
+        # same figure as the sum of attempts.json.
+        summary["wall_seconds"] = self.logger.end_attempt("finished")
         self.logger.write_summary(summary)
         self.logger.close()
         return summary

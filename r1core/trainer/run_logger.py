@@ -146,7 +146,7 @@ class RunLogger:
 
     Every attempt at the run (the first, and each resume or restart) is one entry of
     ``attempts.json`` with its running time, written every :data:`ATTEMPT_FLUSH_SECONDS` and
-    at :meth:`close`; :meth:`wall_seconds` is their sum.
+    when it ends (:meth:`end_attempt`, or :meth:`close`); :meth:`wall_seconds` is their sum.
     """
 
     def __init__(
@@ -195,6 +195,7 @@ class RunLogger:
                 log.warning("%s is unreadable: the earlier attempts' time is not counted", self.attempts_path)
         self._started = time.monotonic()
         self._flushed = self._started
+        self._ended = False
         self.attempts.append({"started_unix": time.time(), "seconds": 0.0})
         self._flush_attempts()
 
@@ -206,8 +207,20 @@ class RunLogger:
         atomic_write_text(self.attempts_path, json.dumps(self.attempts, indent=1) + "\n")
 
     def wall_seconds(self) -> float:
-        """Running time of every attempt at this run so far, this one included."""
+        """Running time of every attempt at this run so far, this one included (up to its
+        end, once :meth:`end_attempt` has ended it)."""
+        if self._ended:
+            return sum(a["seconds"] for a in self.attempts)
         return sum(a["seconds"] for a in self.attempts[:-1]) + time.monotonic() - self._started
+
+    def end_attempt(self, status: str = "finished") -> float:
+        """End this attempt now: record its time and how it ended (``status``) in
+        ``attempts.json``, and return :meth:`wall_seconds`. A summary written with that figure
+        equals the sum of ``attempts.json``, however long the rest of :meth:`close` takes."""
+        if not self._ended:
+            self._flush_attempts(status)
+            self._ended = True
+        return self.wall_seconds()
 
     # ------------------------------------------------------------------ metrics
 
@@ -270,8 +283,9 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish(exit_code=0 if status == "finished" else 1)
             self._wandb = None
-        if self.attempts:
+        if self.attempts and not self._ended:
             self._flush_attempts(status)
+            self._ended = True
 
 
 def finite_or_none(value: Any) -> Any:
@@ -324,6 +338,9 @@ class NullLogger:
         return Path("summary.json")
 
     def wall_seconds(self) -> float:
+        return 0.0
+
+    def end_attempt(self, status: str = "finished") -> float:
         return 0.0
 
     def close(self, status: str = "finished") -> None:

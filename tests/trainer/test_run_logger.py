@@ -88,6 +88,23 @@ def test_wall_time_adds_up_over_attempts_and_summaries_hold_no_nan(tmp_path, mon
     assert RunLogger(tmp_path / "other", tensorboard=False).wall_seconds() == 0.0
 
 
+def test_an_ended_attempt_stops_counting_so_the_summary_equals_attempts_json(tmp_path, monkeypatch):
+    import time
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    logger = RunLogger(tmp_path, tensorboard=False)
+    clock[0] += 20.0
+    total = logger.end_attempt("finished")
+    logger.write_summary({"wall_seconds": total})
+    clock[0] += 3.0  # plotting, closing the writers: after the summary's figure
+    assert logger.wall_seconds() == 20.0
+    logger.close("failed")  # the attempt has ended: neither its time nor its status change
+    attempts = json.loads((tmp_path / "attempts.json").read_text())
+    assert attempts == [{"started_unix": attempts[0]["started_unix"], "seconds": 20.0, "status": "finished"}]
+    assert json.loads((tmp_path / "summary.json").read_text())["wall_seconds"] == 20.0
+
+
 def test_weights_and_biases_mirrors_the_metrics(tmp_path, monkeypatch):
     """A real W&B run in offline mode: the run's id is kept for the resumed attempt, and the
     metric names land in its transaction log."""
