@@ -40,12 +40,17 @@ def adversarial_cases() -> list[AdversarialCase]:
     """The catalogue: deep nesting, huge numbers, megabyte strings, broken braces, bad unicode."""
     filler = "Let us think step by step. " * (MEGABYTE // 27)
     return [
-        AdversarialCase("nested_fraction_10", f"\\boxed{{{nested_fraction(10)}}}", "2", 1.0),
+        # Arithmetic left to compute where a number is asked for scores 0 before math-verify
+        # computes anything (MathAccuracyConfig.require_evaluated).
+        AdversarialCase("nested_fraction_10", f"\\boxed{{{nested_fraction(10)}}}", "2", 0.0),
         AdversarialCase("nested_fraction_200", f"\\boxed{{{nested_fraction(200)}}}", "2", 0.0, True),
         AdversarialCase("nested_fraction_1000", f"\\boxed{{{nested_fraction(1000)}}}", "2", 0.0, True),
         AdversarialCase("power_tower_2x5", f"\\boxed{{{power_tower(2, 5)}}}", "5", 0.0, True),
         AdversarialCase("power_tower_9x4", f"\\boxed{{{power_tower(9, 4)}}}", "5", 0.0, True),
         AdversarialCase("power_tower_10x10", f"\\boxed{{{power_tower(10, 10)}}}", "5", 0.0, True),
+        # Against a gold that is itself a power, math-verify does compute: the sample's time
+        # budget is what bounds it.
+        AdversarialCase("power_tower_10x5_vs_power", f"\\boxed{{{power_tower(10, 5)}}}", "2^{10}", 0.0, True),
         AdversarialCase("huge_power", "\\boxed{2^{1000000000}}", "5", 0.0, True),
         AdversarialCase("huge_factorial", "\\boxed{(10^{9})!}", "5", 0.0, True),
         AdversarialCase("deep_parentheses", "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}", "1", 0.0, True),

@@ -96,14 +96,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The real SmolLM2-135M-Instruct as it ships (no cold start), the 3-operand problems in its
     # chat template with an instruction to box the answer; responses run to the budget.
     "smollm2": {"steps": 3, "prompts": 4, "group": 4, "max_tokens": 128, "sft_epochs": 0.0,
-                "model": "smollm2", "template": "chat", "instruction": SMOLLM2_INSTRUCTION,
+                "model": "smollm2", "template": "chat", "instruction": SMOLLM2_INSTRUCTION, "temperature": 0.7,
                 # r1_format at weight 0 (a chat model answers without R1 tags): the configuration
                 # merges over the default weights, so the key must be given to be zeroed.
                 "reward": {"math_accuracy": 1.0, "answer_marker": 0.2, "r1_format": 0.0}},
 }
 
 #: What every preset leaves as it is unless it says otherwise.
-PRESET_DEFAULTS: dict[str, Any] = {"prompts": 8, "group": 8, "model": "embedded", "template": "compact",
+PRESET_DEFAULTS: dict[str, Any] = {"prompts": 8, "group": 8, "temperature": 1.0, "model": "embedded", "template": "compact",
                                    "instruction": "", "reward": {"math_accuracy": 1.0, "r1_format": 0.1}}
 
 
@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group", type=int, default=None, help="samples per prompt (group size, default 8)")
     parser.add_argument("--max-tokens", type=int, default=None, help="maximum completion tokens")
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate of both trainers")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of both trainers "
+                        "(default 1.0)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/compare_trl"),
                         help="folder for the cold start and both runs (a fresh one is made per invocation)")
@@ -260,6 +262,7 @@ def run_r1core(args: argparse.Namespace, start: Path, work: Path) -> dict[str, A
         f"run.output_root={work}", "run.name=r1core", f"policy.hf_dir={start}", "sft.epochs=0",
         f"policy.lr={args.lr}", f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}",
         f"trainer.samples_per_prompt={args.group}", f"trainer.max_response_tokens={args.max_tokens}",
+        f"trainer.temperature={args.temperature}",
         f"eval.every={args.steps}", "eval.k=1", "logging.tensorboard=false", f"checkpoint.interval={args.steps}",
         f"rollout.max_model_len={max(256, args.max_tokens + 128)}",
     ]
@@ -367,7 +370,7 @@ def run_trl(args: argparse.Namespace, start: Path, work: Path) -> dict[str, Any]
         gradient_accumulation_steps=1,  # one generation batch = one optimiser step, as in r1core
         num_generations=args.group,
         max_completion_length=args.max_tokens,
-        temperature=1.0,
+        temperature=args.temperature,
         top_p=1.0,
         learning_rate=args.lr,
         lr_scheduler_type="constant",
@@ -501,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                  + (f" with the instruction {args.instruction!r}" if args.instruction else "") + ", 700 training problems"),
         "reward": (" + ".join(f"{w:g} * {n}" for n, w in args.reward.items())
                    + " (r1core.rewards, in-process for TRL, worker pool for r1core)"),
-        "shape": f"{args.steps} steps x {args.prompts} prompts x {args.group} samples, <= {args.max_tokens} completion tokens",
+        "shape": (f"{args.steps} steps x {args.prompts} prompts x {args.group} samples, <= {args.max_tokens} completion "
+                  f"tokens, temperature {args.temperature:g}"),
         "optimiser": f"AdamW lr {args.lr} constant, grad clip 1.0, one on-policy update per step, DAPO loss, clip 0.2/0.28, no KL, fp32",
         "generation": ("r1core: vLLM CPU backend; TRL: transformers "
                        + ("generate" if args.trl_generation == "generate" else "continuous batching")

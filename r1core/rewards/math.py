@@ -16,7 +16,7 @@ granularity, and cannot interrupt C-level work such as a huge integer power, whi
 interpreter until it returns. Bounded time is the job of the worker processes of
 ``r1core.rewards.pool.RewardPool``, which kill a worker whose sample overruns. Called directly,
 ``math_accuracy`` sends its batch to the process's default pool (``r1core.rewards.registry``),
-so ``math_accuracy([r"$\\boxed{10^{10^{10^{10^{10}}}}}$"], ["1"])`` returns ``[0.0]`` once the
+so ``math_accuracy([r"$\\boxed{10^{10^{10^{10^{10}}}}}$"], ["2^{10}"])`` returns ``[0.0]`` once the
 sample timeout passes; only ``score_math_answer`` and code under ``scoring_in_process()`` run
 unbounded.
 """
@@ -55,6 +55,11 @@ class MathAccuracyConfig:
         float_rounding: decimal places floats are rounded to before comparison (math-verify).
         numeric_precision: significant digits for numeric comparison (math-verify).
         strict: math-verify's strict mode (variables matter; sets are not tuples).
+        require_evaluated: when the gold is a plain number, the answer must be one too (or
+            ``x = <number>``, or a percentage): an answer that is still arithmetic, such as
+            ``\\boxed{4-3+3}`` or ``\\boxed{\\sqrt{16}}``, earns nothing. math-verify would
+            compute it, so a policy learns to copy the question into the box instead of
+            answering it (``examples/smollm2_arithmetic_grpo.yaml`` found this within 3 steps).
     """
 
     fallback_extraction: bool = True
@@ -64,6 +69,7 @@ class MathAccuracyConfig:
     float_rounding: int = 6
     numeric_precision: int = 15
     strict: bool = True
+    require_evaluated: bool = True
 
 
 def _math_verify() -> Any:
@@ -134,6 +140,30 @@ def _parse_gold_cached(gold: str, config: MathAccuracyConfig) -> tuple[tuple[Any
     return tuple(parsed), reason
 
 
+def _is_plain_number(value: Any) -> bool:
+    import sympy
+
+    return isinstance(value, sympy.Number)
+
+
+def _is_unevaluated_arithmetic(parsed: list[Any]) -> bool:
+    """True when math-verify's parse of an answer is arithmetic on numbers left to compute
+    (``3+4``, ``2 \\times 4``, ``\\sqrt{16}``), also as the right side of ``x = ...``; a number,
+    a fraction (parsed as one number) or a percentage is not."""
+    import sympy
+
+    value = parsed[0]
+    if isinstance(value, sympy.Equality):
+        value = value.rhs
+    if not isinstance(value, sympy.Expr) or isinstance(value, sympy.Number):
+        return False
+    if isinstance(value, sympy.Mul):
+        factors = [arg.args[0] if isinstance(arg, sympy.UnevaluatedExpr) else arg for arg in value.args]
+        if sympy.Rational(1, 100) in factors and all(isinstance(f, sympy.Number) for f in factors):
+            return False  # a percentage: math-verify reads "50\%" as 50 * (1/100)
+    return bool(value.is_number)
+
+
 def score_math_answer(response: str, gold: str, config: MathAccuracyConfig) -> tuple[float, str]:
     """Score one response: (1.0, "") if its final answer equals the gold, else (0.0, reason)."""
     gold_parsed, gold_reason = _parse_gold_cached(gold, config)
@@ -142,6 +172,8 @@ def score_math_answer(response: str, gold: str, config: MathAccuracyConfig) -> t
     parsed, reason = parse_final_answer(response, config)
     if not parsed:
         return 0.0, reason
+    if config.require_evaluated and _is_plain_number(gold_parsed[0]) and _is_unevaluated_arithmetic(parsed):
+        return 0.0, "unevaluated arithmetic where a number is asked for"
     # timeout_seconds=None: see the module docstring (signals; the pool bounds time instead).
     equal = _math_verify().verify(
         list(gold_parsed),

@@ -98,8 +98,8 @@ def test_training_prompts_are_the_pipeline_ones(argv):
 
 
 def test_smollm2_preset_prompts_through_the_chat_template(tmp_path):
-    """The real-model preset: chat template, boxed-answer instruction, math_accuracy only,
-    and a clear refusal when the checkpoint was never fetched."""
+    """The real-model preset: chat template, boxed-answer instruction, the example's reward
+    and temperature, and a clear refusal when the checkpoint was never fetched."""
     from r1core.trainer.embedded import train_tokenizer
 
     tokenizer = train_tokenizer(["user assistant 3+4=? boxed"] * 2, tmp_path / "tok", vocab_size=80)
@@ -117,4 +117,5 @@ def test_smollm2_preset_prompts_through_the_chat_template(tmp_path):
     assert len(prompts) == len(answers) == 700
     from perf.compare_trl import reward_overrides
 
-    assert reward_overrides(args) == ["reward.weights={math_accuracy: 1.0, r1_format: 0.0}"]
+    assert reward_overrides(args) == ["reward.weights={math_accuracy: 1.0, answer_marker: 0.2, r1_format: 0.0}"]
+    assert args.temperature == 0.7 and parse_args([]).temperature == 1.0

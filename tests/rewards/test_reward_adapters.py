@@ -45,12 +45,14 @@ def short_timeout():
 def test_direct_power_tower_returns_zero_within_the_timeout(short_timeout, caplog):
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="r1core.rewards.pool"):
-        scores = math_accuracy([POWER_TOWER, r"\boxed{1}"], ["1", "1"])
+        # Against a gold that is itself a power (not a plain number, so the answer is not
+        # refused as unevaluated arithmetic): math-verify computes the tower.
+        scores = math_accuracy([POWER_TOWER, r"\boxed{1}"], ["2^{10}", "1"])
     elapsed = time.monotonic() - started
     assert scores == [0.0, 1.0]
     assert elapsed < short_timeout + 5.0, elapsed  # the timeout, plus scheduling on a loaded machine
     assert "reward sample 0 scored 0: timeout after 3 s" in caplog.text  # the pool's own reason
-    reasons = get_reward("math_accuracy").score([POWER_TOWER], ["1"]).reasons
+    reasons = get_reward("math_accuracy").score([POWER_TOWER], ["2^{10}"]).reasons
     assert reasons == ["timeout after 3 s"]
 
 

@@ -61,6 +61,26 @@ def test_empty_markers_are_no_answer(response, final, boxed):
     assert (extracted.final, extracted.boxed) == (final, boxed)
 
 
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        ("\\boxed{0+4+4}", "8", 0.0),  # the question copied into the box, left for the grader to add
+        ("\\boxed{2 \\times 4}", "8", 0.0),
+        ("\\boxed{\\sqrt{64}}", "8", 0.0),
+        ("\\boxed{x = 4+4}", "8", 0.0),
+        ("so the answer is 4 + 4", "8", 0.0),  # the fallback extraction too
+        ("\\boxed{x = 8}", "8", 1.0),
+        ("\\boxed{-\\frac{6}{8}}", "-0.75", 1.0),  # a fraction is one number
+        ("\\boxed{50\\%}", "50", 1.0),
+        ("\\boxed{\\$18.00}", "18", 1.0),
+        ("\\boxed{\\sqrt{18}}", "3\\sqrt{2}", 1.0),  # the gold is no plain number: math-verify decides
+    ],
+)
+def test_a_number_is_answered_with_a_number_not_with_arithmetic(response, gold, expected):
+    assert math_accuracy([response], [gold]) == [expected]
+    assert math_accuracy([response], [gold], config=MathAccuracyConfig(require_evaluated=False)) == [1.0]
+
+
 def test_an_empty_box_earns_nothing_and_hides_no_earlier_answer():
     config = MathAccuracyConfig(fallback_extraction=False)
     assert math_accuracy(["\\boxed{}"], ["\\boxed{}"], config=config) == [0.0]
