@@ -178,11 +178,10 @@ def extract_answer(response: str) -> ExtractedAnswer:
             found = [(value.strip(), value.strip(), False) for value in hashes]
     # An empty marker (\boxed{}, a \phantom cell, <answer></answer>) is no answer:
     # the final answer is the last non-empty one, None when every marker is empty.
-    answers = [(final, boxed) for candidate, final, boxed in found if normalize_candidate(candidate)]
+    keys = [normalize_candidate(candidate) for candidate, _, _ in found]
+    answers = [(final, boxed) for key, (_, final, boxed) in zip(keys, found) if key]
     final, boxed_final = answers[-1] if answers else (None, False)
-    distinct = {normalize_candidate(candidate) for candidate, _, _ in found}
-    distinct.discard("")
-    return ExtractedAnswer(kind, final, region, len(distinct), boxed_final)
+    return ExtractedAnswer(kind, final, region, len(set(keys) - {""}), boxed_final)
 
 
 _VOTE_DELETE_RE = re.compile(r"\\left|\\right|\\[!,;:]|\\displaystyle|\\?\$|\\\(|\\\)|\\\[|\\\]|\^\{?\\circ\}?|\\?%")

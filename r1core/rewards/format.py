@@ -16,7 +16,8 @@ order; helps a model that has not found the format yet.
 ``math_accuracy`` would read (``\\boxed{}``, ``<answer>`` tags or ``####``, non-empty, not a
 spray of candidates; the rules of :mod:`r1core.rewards.extract`), whether or not it is right.
 A chat model that is asked to box its answer and often does not gets a signal from it before
-it solves anything; its mean is the evaluation's ``answer_marker_rate``.
+it solves anything. Its mean is the evaluation's ``answer_marker_rate`` except for sprays,
+which that rate still counts as marked.
 """
 
 from __future__ import annotations

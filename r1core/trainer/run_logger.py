@@ -237,7 +237,7 @@ class RunLogger:
             self._writer.flush()
         if self._wandb is not None:
             self._wandb.log({f"{phase}/step": step, **{f"{phase}/{k}": float(v) for k, v in metrics.items()}})
-        if time.monotonic() - self._flushed > ATTEMPT_FLUSH_SECONDS:
+        if not self._ended and time.monotonic() - self._flushed > ATTEMPT_FLUSH_SECONDS:
             self._flush_attempts()
 
     def series(self, name: str, phase: str | None = None) -> tuple[list[int], list[float]]:
@@ -276,16 +276,15 @@ class RunLogger:
         return path
 
     def close(self, status: str = "finished") -> None:
-        """Close the writers; record this attempt's time and how it ended (``status``)."""
+        """Close the writers; record this attempt's time and how it ended (``status``), unless
+        :meth:`end_attempt` already has."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if self._wandb is not None:
             self._wandb.finish(exit_code=0 if status == "finished" else 1)
             self._wandb = None
-        if self.attempts and not self._ended:
-            self._flush_attempts(status)
-            self._ended = True
+        self.end_attempt(status)
 
 
 def finite_or_none(value: Any) -> Any:
