@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= cpu,dev
 
-.PHONY: venv system-packages train test test-fast test-repeat coverage bench bench-gpu smollm2 clean
+.PHONY: venv system-packages train test test-fast test-repeat coverage bench bench-gpu smollm2 test-smollm2 clean
 
 # Machine packages the code sandbox needs (r1core/rewards/sandbox.py): bubblewrap for its
 # namespaces, libseccomp's Python binding for its seccomp filter. Installed only when missing
@@ -88,6 +88,13 @@ bench-gpu:
 smollm2: venv
 	$(PIP) install -q gguf accelerate
 	$(PY) -m r1core.data.fetch_smollm2
+
+# The tests of the real model (tests/data/test_smollm2.py), after converting it. `make test`
+# skips them on a machine where `make smollm2` never ran; here a missing checkpoint is an error.
+test-smollm2: smollm2
+	$(PY) -c "import sys; from r1core.data.fetch_smollm2 import default_dir, find_checkpoint; \
+		sys.exit(None if find_checkpoint() else f'no converted SmolLM2-135M-Instruct at {default_dir()}')"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra tests/data/test_smollm2.py
 
 bench: venv
 	$(PY) -m perf.run_all
